@@ -1,0 +1,1 @@
+"""Realtime AI providers: one package per vendor, plus the credentials they use."""

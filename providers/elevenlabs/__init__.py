@@ -1,0 +1,1 @@
+"""ElevenLabs Agents (Conversational AI) provider."""

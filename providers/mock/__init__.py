@@ -1,0 +1,1 @@
+"""In-process mock realtime provider."""

@@ -1,0 +1,1 @@
+"""xAI Grok Voice Agent realtime provider."""

@@ -1,0 +1,1 @@
+"""Tenants, members, API keys, rooms, channel bindings and the room timeline."""

@@ -1,0 +1,109 @@
+"""Tenant-aware admin: superusers see everything; staff see their tenants' objects only.
+
+Staff still need Django's model permissions (the "Tenant operators" group made by
+``seed_demo`` / ``rooms.services.operator_group_sync`` holds them). On top of those, every
+member of a tenant may view its objects, and owners and admins may add, change and delete
+them. Foreign-key and many-to-many choices are limited to the same tenants, so a form
+cannot point at another tenant's room, agent, tool or credential.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from rooms.models import Tenant
+from rooms.selectors import tenant_ids_for_user
+
+
+def _is_superuser(request: HttpRequest) -> bool:
+    return bool(getattr(request.user, "is_superuser", False))
+
+
+class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    #: The lookup from this model to its tenant's primary key.
+    tenant_lookup = "tenant_id"
+
+    def tenant_id_of(self, obj: Any) -> uuid.UUID:
+        return getattr(obj, self.tenant_lookup)  # type: ignore[no-any-return]
+
+    def visible_tenant_ids(self, request: HttpRequest) -> frozenset[uuid.UUID]:
+        return tenant_ids_for_user(request.user)
+
+    def manageable_tenant_ids(self, request: HttpRequest) -> frozenset[uuid.UUID]:
+        return tenant_ids_for_user(request.user, manage=True)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        if _is_superuser(request):
+            return queryset
+        return queryset.filter(**{f"{self.tenant_lookup}__in": self.visible_tenant_ids(request)})
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if not super().has_view_permission(request, obj):
+            return False
+        if _is_superuser(request) or obj is None:
+            return True
+        return self.tenant_id_of(obj) in self.visible_tenant_ids(request)
+
+    def _may_manage(self, request: HttpRequest, obj: Any) -> bool:
+        if _is_superuser(request):
+            return True
+        manageable = self.manageable_tenant_ids(request)
+        if obj is None:
+            return bool(manageable)
+        return self.tenant_id_of(obj) in manageable
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return super().has_add_permission(request, *args) and self._may_manage(request, None)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and self._may_manage(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._may_manage(request, obj)
+
+    def _scope_choices(
+        self, request: HttpRequest, model: type[models.Model]
+    ) -> QuerySet[Any] | None:
+        if _is_superuser(request):
+            return None
+        manageable = self.manageable_tenant_ids(request)
+        if model is Tenant:
+            return Tenant.objects.filter(pk__in=manageable)
+        if any(field.name == "tenant" for field in model._meta.get_fields()):
+            return model._default_manager.filter(tenant_id__in=manageable)
+        return None
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        queryset = self._scope_choices(request, db_field.related_model)
+        if queryset is not None:
+            kwargs["queryset"] = queryset
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        queryset = self._scope_choices(request, db_field.related_model)
+        if queryset is not None:
+            kwargs["queryset"] = queryset
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class ReadOnlyAdmin(TenantScopedAdmin):
+    """For records written only by the engine (timeline, sessions, tool calls)."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # History is kept; only a superuser may delete it (e.g. on a data-removal request).
+        return _is_superuser(request) and super(TenantScopedAdmin, self).has_delete_permission(
+            request, obj
+        )

@@ -1,0 +1,161 @@
+"""Typed environment variable readers that fail loudly.
+
+Settings read every knob through these helpers so that a typo such as ``DEBUG=ture`` or
+``REDIS_URL=localhost`` stops the process at start-up with a message naming the variable,
+instead of silently falling back to a default. No Django imports here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+__all__ = [
+    "EnvError",
+    "env_bool",
+    "env_float",
+    "env_int",
+    "env_list",
+    "env_optional_str",
+    "env_str",
+    "env_url",
+]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class EnvError(ValueError):
+    """An environment variable holds a value its reader cannot accept."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"environment variable {name}={value!r} is invalid: expected {expected}")
+        self.name = name
+        self.value = value
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    """The variable's value, or None when it is unset or blank."""
+    value = (os.environ if environ is None else environ).get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, environ)
+    return default if value is None else value
+
+
+def env_optional_str(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    return _raw(name, environ)
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise EnvError(name, value, "one of 1/0, true/false, yes/no, on/off")
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise EnvError(name, value, "an integer") from None
+    _check_range(name, value, number, minimum, maximum)
+    return number
+
+
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise EnvError(name, value, "a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise EnvError(name, value, "a finite number")
+    _check_range(name, value, number, minimum, maximum)
+    return number
+
+
+def _check_range(
+    name: str,
+    value: str,
+    number: float,
+    minimum: float | None,
+    maximum: float | None,
+) -> None:
+    if minimum is not None and number < minimum:
+        raise EnvError(name, value, f"a value >= {minimum}")
+    if maximum is not None and number > maximum:
+        raise EnvError(name, value, f"a value <= {maximum}")
+
+
+def env_list(
+    name: str,
+    default: list[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """A comma-separated list; blank items are an error (``a,,b`` is a typo)."""
+    value = _raw(name, environ)
+    if value is None:
+        return list(default)
+    items = [item.strip() for item in value.split(",")]
+    if any(not item for item in items):
+        raise EnvError(name, value, "a comma-separated list without empty items")
+    return items
+
+
+def env_url(
+    name: str,
+    *,
+    schemes: frozenset[str],
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """An optional URL whose scheme must be one of ``schemes`` and which must name a host."""
+    value = _raw(name, environ)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    allowed = ", ".join(sorted(schemes))
+    if parts.scheme not in schemes:
+        raise EnvError(name, _mask_url(value), f"a URL with scheme {allowed}")
+    if not parts.hostname and not parts.path:
+        raise EnvError(name, _mask_url(value), "a URL naming a host")
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """The URL with any password replaced, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()

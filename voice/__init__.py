@@ -1,0 +1,1 @@
+"""The realtime voice engine and its persistent records (agents, tools, sessions)."""

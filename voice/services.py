@@ -1,0 +1,263 @@
+"""Writes for agents, tools, voice sessions and tool calls.
+
+Session and tool-call state changes are conditional UPDATEs (``… WHERE state IN (allowed)``):
+the first caller wins, a late or repeated one gets ``False`` and changes nothing, so two
+processes (a consumer and ``end_stale_sessions``, a worker and a cancelling session) can race
+safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from rooms.models import Room, Tenant
+from rooms.services import _require_tenant
+from voice.models import (
+    SESSION_TRANSITIONS,
+    TOOL_CALL_FINAL_STATUSES,
+    Agent,
+    EndReason,
+    SessionState,
+    Tool,
+    ToolCall,
+    ToolCallStatus,
+    VoiceSession,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidTransition(ValidationError):
+    """A state change the state machine does not allow."""
+
+
+# --- Agents and tools -----------------------------------------------------------------------
+
+
+def tool_create(*, tenant: Tenant, name: str, handler: str, **fields: Any) -> Tool:
+    tool = Tool(tenant=tenant, name=name.strip(), handler=handler.strip(), **fields)
+    tool.full_clean()
+    tool.save()
+    return tool
+
+
+def tool_update(*, tenant: Tenant, tool: Tool, **changes: Any) -> Tool:
+    _require_tenant(tenant, tool)
+    for name, value in changes.items():
+        setattr(tool, name, value)
+    tool.full_clean()
+    tool.save()
+    return tool
+
+
+def agent_create(
+    *,
+    tenant: Tenant,
+    slug: str,
+    name: str,
+    provider_kind: str,
+    tools: Iterable[Tool] = (),
+    **fields: Any,
+) -> Agent:
+    agent = Agent(
+        tenant=tenant,
+        slug=slug.strip().lower(),
+        name=name.strip(),
+        provider_kind=provider_kind,
+        **fields,
+    )
+    tool_list = list(tools)
+    _require_tenant(tenant, agent.credential, *tool_list)
+    agent.full_clean()
+    with transaction.atomic():
+        agent.save()
+        agent.tools.set(tool_list)
+    return agent
+
+
+def agent_update(
+    *, tenant: Tenant, agent: Agent, tools: Iterable[Tool] | None = None, **changes: Any
+) -> Agent:
+    _require_tenant(tenant, agent)
+    for name, value in changes.items():
+        setattr(agent, name, value)
+    tool_list = None if tools is None else list(tools)
+    _require_tenant(tenant, agent.credential, *(tool_list or []))
+    agent.full_clean()
+    with transaction.atomic():
+        agent.save()
+        if tool_list is not None:
+            agent.tools.set(tool_list)
+    return agent
+
+
+# --- Voice sessions -------------------------------------------------------------------------
+
+
+def voice_session_create(
+    *,
+    tenant: Tenant,
+    room: Room,
+    participant_id: str,
+    transport: str,
+    agent: Agent | None = None,
+    provider_kind: str | None = None,
+    channel_id: str = "voice",
+    host_channel_name: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> VoiceSession:
+    """A new session in CONNECTING. The provider comes from the agent unless given."""
+    _require_tenant(tenant, room, agent)
+    kind = provider_kind or (agent.provider_kind if agent else "")
+    session = VoiceSession(
+        tenant=tenant,
+        room=room,
+        agent=agent,
+        participant_id=participant_id,
+        channel_id=channel_id,
+        transport=transport,
+        provider_kind=kind,
+        model=agent.model if agent else "",
+        host_channel_name=host_channel_name,
+        metadata={} if metadata is None else metadata,
+    )
+    session.full_clean(exclude=["room", "tenant", "agent"])
+    session.save(force_insert=True)
+    return session
+
+
+def _transition(*, tenant: Tenant, session_id: uuid.UUID | str, target: str, **values: Any) -> bool:
+    allowed_from = [state for state, targets in SESSION_TRANSITIONS.items() if target in targets]
+    updated = VoiceSession.objects.filter(
+        pk=session_id, tenant=tenant, state__in=allowed_from
+    ).update(state=target, **values)
+    if updated:
+        return True
+    current = (
+        VoiceSession.objects.filter(pk=session_id, tenant=tenant)
+        .values_list("state", flat=True)
+        .first()
+    )
+    if current is None:
+        raise VoiceSession.DoesNotExist(f"no voice session {session_id} in tenant {tenant.slug}")
+    if current == target:
+        return False  # already there: a repeated call is a no-op
+    raise InvalidTransition(f"voice session {session_id} cannot move from {current} to {target}")
+
+
+def voice_session_activate(
+    *, tenant: Tenant, session_id: uuid.UUID | str, provider_session_id: str = ""
+) -> bool:
+    """CONNECTING → ACTIVE. False if it already was; InvalidTransition if it had ended."""
+    return _transition(
+        tenant=tenant,
+        session_id=session_id,
+        target=SessionState.ACTIVE,
+        activated_at=timezone.now(),
+        provider_session_id=provider_session_id,
+    )
+
+
+def voice_session_end(
+    *, tenant: Tenant, session_id: uuid.UUID | str, reason: str, detail: str = ""
+) -> bool:
+    """CONNECTING/ACTIVE → ENDED with a reason. Ending twice is a no-op returning False."""
+    if reason not in EndReason.values:
+        raise ValidationError({"reason": f"Unknown end reason {reason!r}."})
+    ended = _transition(
+        tenant=tenant,
+        session_id=session_id,
+        target=SessionState.ENDED,
+        ended_at=timezone.now(),
+        end_reason=reason,
+        end_detail=detail[:2000],
+    )
+    if ended:
+        logger.info("voice session ended: reason=%s session=%s", reason, session_id)
+    return ended
+
+
+def voice_session_set_resumption(
+    *, tenant: Tenant, session_id: uuid.UUID | str, handle: str
+) -> None:
+    VoiceSession.objects.filter(pk=session_id, tenant=tenant).exclude(
+        state=SessionState.ENDED
+    ).update(resumption_handle=handle)
+
+
+# --- Tool calls -----------------------------------------------------------------------------
+
+
+def tool_call_create(
+    *,
+    tenant: Tenant,
+    session: VoiceSession,
+    call_id: str,
+    name: str,
+    arguments: dict[str, Any],
+    tool: Tool | None = None,
+    execution: str | None = None,
+) -> ToolCall:
+    _require_tenant(tenant, session, tool)
+    call = ToolCall(
+        tenant=tenant,
+        session=session,
+        tool=tool,
+        call_id=call_id,
+        name=name,
+        arguments=arguments,
+        execution=execution or (tool.execution if tool else "inline"),
+    )
+    call.full_clean(exclude=["session", "tenant", "tool"])
+    call.save(force_insert=True)
+    return call
+
+
+def tool_call_start(*, tenant: Tenant, tool_call_id: uuid.UUID | str, task_id: str = "") -> bool:
+    """Claims a pending call (PENDING → RUNNING). Exactly one claimant gets True."""
+    return (
+        ToolCall.objects.filter(
+            pk=tool_call_id, tenant=tenant, status=ToolCallStatus.PENDING
+        ).update(status=ToolCallStatus.RUNNING, started_at=timezone.now(), task_id=task_id)
+        == 1
+    )
+
+
+def tool_call_finish(
+    *,
+    tenant: Tenant,
+    tool_call_id: uuid.UUID | str,
+    status: str,
+    result: str = "",
+    error: str = "",
+) -> bool:
+    """Records the outcome of a pending or running call. A call that already has an outcome
+    keeps it (False): a late worker never overwrites a cancellation or a timeout."""
+    if status not in TOOL_CALL_FINAL_STATUSES:
+        raise ValidationError({"status": f"{status!r} is not a final tool call status."})
+    now = timezone.now()
+    updated = ToolCall.objects.filter(
+        pk=tool_call_id,
+        tenant=tenant,
+        status__in=[ToolCallStatus.PENDING, ToolCallStatus.RUNNING],
+    ).update(status=status, result=result, error=error, finished_at=now)
+    if updated:
+        # A call that never started (cancelled while pending) gets a zero-length run.
+        ToolCall.objects.filter(pk=tool_call_id, started_at__isnull=True).update(started_at=now)
+    return updated == 1
+
+
+def tool_call_mark_delivered(*, tenant: Tenant, tool_call_id: uuid.UUID | str) -> bool:
+    return (
+        ToolCall.objects.filter(pk=tool_call_id, tenant=tenant, delivered_at__isnull=True).update(
+            delivered_at=timezone.now()
+        )
+        == 1
+    )

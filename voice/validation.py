@@ -1,0 +1,46 @@
+"""Checks on what operators type into tools (admin, API, services share them). No ORM."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from voice.models import ToolHandlerKind
+
+_DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def validate_tool_parameters(parameters: Any) -> None:
+    """A tool's parameters must be a valid JSON Schema describing an object."""
+    if not isinstance(parameters, dict):
+        raise ValueError('Parameters must be a JSON Schema object, e.g. {"type": "object"}.')
+    if parameters.get("type") != "object":
+        raise ValueError('Parameters must describe an object: set "type": "object".')
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as error:
+        location = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ValueError(f"Not a valid JSON Schema at {location}: {error.message}") from None
+    properties = parameters.get("properties", {})
+    for name in parameters.get("required", []):
+        if name not in properties:
+            raise ValueError(f'"required" names {name!r}, which is not in "properties".')
+
+
+def validate_tool_handler(kind: str, handler: str) -> None:
+    handler = handler.strip()
+    if kind == ToolHandlerKind.PYTHON:
+        if not _DOTTED_PATH.match(handler):
+            raise ValueError("A Python handler is a dotted path such as 'package.module.function'.")
+    elif kind == ToolHandlerKind.WEBHOOK:
+        parts = urlsplit(handler)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("A webhook handler is an https:// URL with a host.")
+        if parts.username or parts.password:
+            raise ValueError("Put webhook credentials in the tool's secret, not in the URL.")
+    else:
+        raise ValueError(f"Unknown handler kind {kind!r}.")
