@@ -18,6 +18,13 @@ app.autodiscover_tasks()
 
 
 @app.task(name="roomvoice.ping", ignore_result=True)
-def ping(marker: str) -> str:
-    """A no-op task that health checks and tests send through the broker."""
-    return marker
+def ping(reply_channel: str, marker: str) -> None:
+    """Answers on a channel-layer channel: proves broker → worker → channel layer works,
+    the same route a tool result takes back to the live session."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+    async_to_sync(layer.send)(reply_channel, {"type": "ping.reply", "marker": marker})

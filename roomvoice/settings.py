@@ -145,6 +145,7 @@ else:
 
 REDIS_URL = env_url("REDIS_URL", schemes=frozenset({"redis", "rediss", "unix"}))
 CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "roomvoice")
+CHANNELS_CAPACITY = env_int("CHANNELS_CAPACITY", 100, minimum=1)
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -153,7 +154,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": CHANNELS_PREFIX,
-                "capacity": env_int("CHANNELS_CAPACITY", 100, minimum=1),
+                "capacity": CHANNELS_CAPACITY,
                 "expiry": 60,
                 "group_expiry": 86400,
             },

@@ -143,7 +143,11 @@ def env_url(
     value = _raw(name, environ)
     if value is None:
         return None
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as error:
+        raise EnvError(name, _mask_url(value), f"a parseable URL ({error})") from None
     allowed = ", ".join(sorted(schemes))
     if parts.scheme not in schemes:
         raise EnvError(name, _mask_url(value), f"a URL with scheme {allowed}")
@@ -154,7 +158,13 @@ def env_url(
 
 def _mask_url(url: str) -> str:
     """The URL with any password replaced, for error messages."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable (e.g. a broken IPv6 host): hide everything between "//" and the last "@".
+        scheme, separator, rest = url.partition("//")
+        userinfo, at, host = rest.rpartition("@")
+        return f"{scheme}{separator}***@{host}" if separator and at else url
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

@@ -52,7 +52,7 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"(?i)(\"?\b(?:api[_-]?key|secret|password|token|authorization|xi-api-key)\"?"
-            r"\s*[:=]\s*\"?)([^\s\",}]{4,})"
+            r"\s*[:=]\s*\"?)(?!(?:bearer|basic)\s|\[redacted\])([^\s\",}]{4,})"
         ),
         r"\1[redacted]",
     ),

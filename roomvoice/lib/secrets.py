@@ -96,6 +96,9 @@ def tokens_equal(left: str, right: str) -> bool:
 
 def mask_secret(secret: str, *, visible: int = 4) -> str:
     """``sk-…abcd``: enough to recognise a key, never enough to use it."""
-    if len(secret) < 4 * visible:
-        return "…"  # too short to show any part of it safely
+    if visible <= 0:
+        return "…"  # secret[-0:] would be the whole secret
+    shown = 3 + visible
+    if len(secret) < max(4 * visible, 2 * shown):
+        return "…"  # too short to show any part of it safely (never more than half)
     return f"{secret[:3]}…{secret[-visible:]}"

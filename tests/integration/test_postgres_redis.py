@@ -1,0 +1,144 @@
+"""What the embedded default cannot show: PostgreSQL under concurrent writers, every control
+event through channels-redis (msgpack), and a real Celery worker answering via the layer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from django.db import connection
+
+from rooms import services
+from rooms.broadcast import binding_changed_message, event_appended_message, room_group_name
+from rooms.models import Access, EventKind, EventRole, RoomEvent
+from tests.fixtures.actors import TenantWorld
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_layer(flush_redis: None) -> Iterator[None]:
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_get_gapless_unique_indexes_on_postgresql(world_a: TenantWorld) -> None:
+    assert connection.vendor == "postgresql"
+    start = world_a.room.last_event_index
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def writer(number: int) -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            barrier.wait(timeout=10)
+            for count in range(25):
+                services.room_event_append(
+                    tenant=world_a.tenant,
+                    room=world_a.room,
+                    kind=EventKind.TRANSCRIPT,
+                    role=EventRole.USER,
+                    text=f"writer {number} line {count}",
+                )
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    indexes = list(
+        RoomEvent.objects.filter(room=world_a.room, index__gt=start).values_list("index", flat=True)
+    )
+    assert indexes == list(range(start + 1, start + 101))
+    world_a.room.refresh_from_db()
+    assert world_a.room.last_event_index == start + 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_control_event_round_trips_through_the_redis_layer(
+    world_a: TenantWorld, redis_layer: None
+) -> None:
+    event = services.room_event_append(
+        tenant=world_a.tenant, room=world_a.room, kind=EventKind.SYSTEM, text="hello"
+    )
+    messages = [
+        binding_changed_message(world_a.binding),
+        binding_changed_message(world_a.binding, detached=True),
+        event_appended_message(event),
+    ]
+
+    async def round_trip() -> list[dict[str, object]]:
+        layer = get_channel_layer()
+        assert type(layer).__name__ == "RedisChannelLayer"
+        channel = await layer.new_channel()
+        group = room_group_name(world_a.room.pk)
+        await layer.group_add(group, channel)
+        received = []
+        for message in messages:
+            await layer.group_send(group, message)
+            received.append(await layer.receive(channel))
+        await layer.group_discard(group, channel)
+        return received
+
+    assert async_to_sync(round_trip)() == messages
+
+
+@pytest.mark.django_db(transaction=True)
+def test_binding_change_reaches_a_listener_in_the_room_group_after_commit(
+    world_a: TenantWorld, redis_layer: None
+) -> None:
+    """As a consumer sees it: one event loop, the write made through database_sync_to_async."""
+
+    async def scenario() -> list[dict[str, object]]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(room_group_name(world_a.room.pk), channel)
+        await database_sync_to_async(services.binding_set_muted)(
+            tenant=world_a.tenant, binding=world_a.binding, muted=True
+        )
+        # The system timeline event and the binding change, in commit order.
+        return [await asyncio.wait_for(layer.receive(channel), timeout=10) for _ in range(2)]
+
+    received = async_to_sync(scenario)()
+
+    assert [message["type"] for message in received] == [
+        "room.event_appended",
+        "room.binding_changed",
+    ]
+    assert received[0]["text"] == "binding voice/caller changed: muted=True"
+    assert received[1]["muted"] is True
+    assert received[1]["access"] == Access.READ_WRITE
+    assert received[1]["participant_id"] == "caller"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_celery_worker_answers_through_the_channel_layer(
+    celery_worker_process: object, redis_layer: None
+) -> None:
+    from roomvoice.celery import ping
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    marker = uuid.uuid4().hex
+
+    ping.apply_async(args=[channel, marker], queue="tools")
+
+    async def receive() -> dict[str, object]:
+        return await asyncio.wait_for(layer.receive(channel), timeout=30)
+
+    assert async_to_sync(receive)() == {"type": "ping.reply", "marker": marker}

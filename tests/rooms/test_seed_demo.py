@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from rooms.models import ChannelBinding, Membership, MembershipRole, Room, Tenant, User
+from voice.models import Agent
+
+
+def _seed(**env: str) -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_a_usable_demo_and_prints_the_password_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "DJANGO_SUPERUSER_USERNAME",
+        "DJANGO_SUPERUSER_PASSWORD",
+        "DJANGO_SUPERUSER_EMAIL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+    output = _seed()
+
+    match = re.search(r"superuser admin password (\S+)", output)
+    assert match is not None, output
+    tenant = Tenant.objects.get(slug="demo")
+    room = Room.objects.get(tenant=tenant, key="room-1")
+    agent = Agent.objects.get(tenant=tenant, slug="assistant")
+    assert room.default_agent == agent
+    assert ChannelBinding.objects.filter(room=room, channel_id="voice").count() == 1
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser
+    assert Membership.objects.get(user=admin, tenant=tenant).role == MembershipRole.OWNER
+    assert client.login(username="admin", password=match.group(1))
+    assert client.get("/admin/").status_code == 200
+
+    second = _seed()
+
+    assert "password" not in second.replace("changepassword", "")
+    assert Tenant.objects.filter(slug="demo").count() == 1
+    assert Room.objects.filter(tenant=tenant).count() == 1
+    assert Agent.objects.filter(tenant=tenant).count() == 1
+    assert User.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_seed_demo_takes_the_superuser_from_the_environment_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-operator-password")
+
+    output = _seed()
+
+    assert "a-long-operator-password" not in output
+    assert User.objects.get(username="ops").check_password("a-long-operator-password")
