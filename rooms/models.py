@@ -252,7 +252,11 @@ def normalize_visibility(value: str) -> str:
     for item in items:
         if item in VISIBILITY_KEYWORDS:
             raise ValueError(f"'{item}' cannot be combined with channel ids.")
-        KEY_VALIDATOR(item)
+        try:
+            KEY_VALIDATOR(item)
+        except ValidationError:
+            # The documented failure is ValueError (clean() reports it on the field).
+            raise ValueError(f"'{item}' is not a channel id.") from None
     return ",".join(dict.fromkeys(items))
 
 

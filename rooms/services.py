@@ -117,7 +117,9 @@ def api_key_create(
             with transaction.atomic():
                 api_key.save(force_insert=True)
         except IntegrityError:
-            continue  # prefix collision (1 in 36^8): draw another
+            if ApiKey.objects.filter(prefix=prefix).exists():
+                continue  # prefix collision (1 in 36^8): draw another
+            raise
         logger.info("api key %s created for tenant %s", api_key.masked, tenant.slug)
         return api_key, f"{API_KEY_PREFIX}{prefix}_{secret}"
     raise RuntimeError("could not allocate a unique API key prefix")
@@ -182,22 +184,28 @@ def room_set_status(*, tenant: Tenant, room: Room, status: str) -> Room:
     _require_tenant(tenant, room)
     if status not in RoomStatus.values:
         raise ValidationError({"status": f"Unknown room status {status!r}."})
+    closed_states = (RoomStatus.CLOSED, RoomStatus.ARCHIVED)
     with transaction.atomic():
-        previous = room.status
-        room.status = status
-        room.closed_at = (
-            timezone.now() if status in (RoomStatus.CLOSED, RoomStatus.ARCHIVED) else None
-        )
-        room.save(update_fields=["status", "closed_at", "updated_at"])
+        locked = Room.objects.select_for_update().get(pk=room.pk)
+        previous = locked.status
         if previous != status:
+            locked.status = status
+            if status not in closed_states:
+                locked.closed_at = None
+            elif previous not in closed_states:
+                locked.closed_at = timezone.now()
+            # else: closed <-> archived keeps the time the room was closed
+            locked.save(update_fields=["status", "closed_at", "updated_at"])
             room_event_append(
                 tenant=tenant,
-                room=room,
+                room=locked,
                 kind=EventKind.SYSTEM,
                 role=EventRole.SYSTEM,
                 text=f"room status changed from {previous} to {status}",
                 metadata={"event": "room_status", "from": previous, "to": status},
             )
+    for name in ("status", "closed_at", "updated_at", "last_event_index"):
+        setattr(room, name, getattr(locked, name))
     return room
 
 
@@ -231,11 +239,21 @@ def binding_attach(
         visibility=visibility,
         metadata={} if metadata is None else metadata,
     )
-    binding.full_clean()
-    with transaction.atomic():
-        binding.save()
-        _binding_system_event(tenant, binding, "attached")
-        broadcast_on_commit(room.pk, binding_changed_message(binding))
+    # Uniqueness is left to the database: a concurrent attach of the same binding loses the
+    # insert and gets the winner's row, exactly as if it had come second.
+    binding.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            binding.save(force_insert=True)
+            _binding_system_event(tenant, binding, "attached")
+            broadcast_on_commit(room.pk, binding_changed_message(binding))
+    except IntegrityError:
+        winner = ChannelBinding.objects.filter(
+            room=room, channel_id=channel_id, participant_id=participant_id
+        ).first()
+        if winner is None:
+            raise
+        return winner, False
     return binding, True
 
 
@@ -265,10 +283,15 @@ def binding_update(
     }
     with transaction.atomic():
         locked = ChannelBinding.objects.select_for_update().get(pk=binding.pk)
-        changed = {name: value for name, value in changes.items() if getattr(locked, name) != value}
+        before = {name: getattr(locked, name) for name in changes}
         for name, value in changes.items():
             setattr(locked, name, value)
         locked.full_clean()
+        # Compare after full_clean(), which normalises (visibility " all " is "all"): a value
+        # that only differs before normalisation is no change.
+        changed = {
+            name: getattr(locked, name) for name in changes if getattr(locked, name) != before[name]
+        }
         if changed:
             locked.save(update_fields=[*changed, "updated_at"])
             _binding_system_event(tenant, locked, "changed", changes=changed)

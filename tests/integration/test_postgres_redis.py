@@ -142,3 +142,38 @@ def test_a_real_celery_worker_answers_through_the_channel_layer(
         return await asyncio.wait_for(layer.receive(channel), timeout=30)
 
     assert async_to_sync(receive)() == {"type": "ping.reply", "marker": marker}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_attaches_of_one_binding_create_it_once(world_a: TenantWorld) -> None:
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def attach() -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            barrier.wait(timeout=10)
+            binding, created = services.binding_attach(
+                tenant=world_a.tenant, room=world_a.room, channel_id="voice", participant_id="guest"
+            )
+            results.append((str(binding.pk), created))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=attach) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert len({pk for pk, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert (
+        RoomEvent.objects.filter(room=world_a.room, metadata__event="binding_attached").count()
+        == 2  # "caller" from the fixture and "guest" once
+    )
