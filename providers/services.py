@@ -87,7 +87,8 @@ def credential_reveal(*, tenant: Tenant, credential: ProviderCredential) -> str:
 
 
 def credentials_reencrypt_all() -> int:
-    """Re-encrypts every credential with the current (first) key; returns how many changed.
+    """Re-encrypts every credential with the current (first) key; returns how many it rewrote
+    (Fernet makes new ciphertext each time, so that is every credential).
 
     Rotation: put the new key first in ROOMVOICE_ENCRYPTION_KEYS, keep the old ones after it,
     run ``manage.py rotate_credentials``, then drop the old keys.

@@ -230,6 +230,12 @@ ROOMVOICE_ENCRYPTION_KEYS = _encryption_keys or [
     derive_fernet_key(SECRET_KEY, purpose="roomvoice.credentials")
 ]
 
+# --- Tools ----------------------------------------------------------------------------------
+
+# Python callables a tenant's Tool may name: exact dotted paths, or module prefixes ending
+# in "." ("myapp.tools."). Empty: only webhook tools can be defined.
+ROOMVOICE_TOOL_HANDLER_ALLOWLIST = env_list("ROOMVOICE_TOOL_HANDLER_ALLOWLIST", [])
+
 # --- REST framework -------------------------------------------------------------------------
 
 REST_FRAMEWORK = {

@@ -13,3 +13,6 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_AUTOREFRESH = True
+
+# The test cast's tool handlers live in tests/fixtures.
+ROOMVOICE_TOOL_HANDLER_ALLOWLIST = ["tests.fixtures."]

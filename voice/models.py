@@ -8,6 +8,7 @@ checks below keep every row's state consistent with its timestamps.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -28,7 +29,7 @@ TOOL_NAME_VALIDATOR = RegexValidator(
 )
 
 
-def _rate_field(default: int | None, help_text: str) -> models.PositiveIntegerField:
+def _rate_field(default: int | None, help_text: str) -> Any:
     return models.PositiveIntegerField(
         default=default,
         null=default is None,
@@ -92,6 +93,9 @@ class Tool(models.Model):
         from voice.validation import validate_tool_handler, validate_tool_parameters
 
         errors: dict[str, list[str]] = {}
+        if self.parameters == {}:
+            # The field's default (and a blank admin field): a tool that takes no arguments.
+            self.parameters = {"type": "object", "properties": {}}
         try:
             validate_tool_parameters(self.parameters)
         except ValueError as error:
@@ -175,7 +179,7 @@ class Agent(models.Model):
     def clean(self) -> None:
         super().clean()
         from providers.config import ProviderConfigError
-        from providers.registry import validate_provider_config
+        from providers.registry import UnknownProviderError, validate_provider_config
 
         errors: dict[str, list[str]] = {}
         if self.provider_kind:
@@ -185,6 +189,8 @@ class Agent(models.Model):
                 )
             except ProviderConfigError as error:
                 errors["provider_config"] = [str(error)]
+            except UnknownProviderError as error:
+                errors["provider_kind"] = [str(error)]
         if self.credential_id is not None:
             credential = self.credential
             if credential is not None and credential.tenant_id != self.tenant_id:

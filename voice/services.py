@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from rooms.models import Room, Tenant
@@ -215,8 +215,16 @@ def tool_call_create(
         arguments=arguments,
         execution=execution or (tool.execution if tool else "inline"),
     )
-    call.full_clean(exclude=["session", "tenant", "tool"])
-    call.save(force_insert=True)
+    call.full_clean(exclude=["session", "tenant", "tool"], validate_constraints=False)
+    try:
+        with transaction.atomic():
+            call.save(force_insert=True)
+    except IntegrityError:
+        if ToolCall.objects.filter(session=session, call_id=call_id).exists():
+            raise ValidationError(
+                {"call_id": f"Session {session.pk} already has a tool call {call_id!r}."}
+            ) from None
+        raise
     return call
 
 

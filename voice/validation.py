@@ -31,11 +31,27 @@ def validate_tool_parameters(parameters: Any) -> None:
             raise ValueError(f'"required" names {name!r}, which is not in "properties".')
 
 
+def python_handler_allowed(path: str) -> bool:
+    """Tenants edit their tools, so only callables the operator listed may be named: an
+    entry is an exact dotted path, or a module prefix ending in '.' (``myapp.tools.``)."""
+    from django.conf import settings
+
+    for entry in settings.ROOMVOICE_TOOL_HANDLER_ALLOWLIST:
+        if path == entry or (entry.endswith(".") and path.startswith(entry)):
+            return True
+    return False
+
+
 def validate_tool_handler(kind: str, handler: str) -> None:
     handler = handler.strip()
     if kind == ToolHandlerKind.PYTHON:
         if not _DOTTED_PATH.match(handler):
             raise ValueError("A Python handler is a dotted path such as 'package.module.function'.")
+        if not python_handler_allowed(handler):
+            raise ValueError(
+                f"{handler!r} is not an allowed tool handler: the server operator lists the "
+                "importable handlers in ROOMVOICE_TOOL_HANDLER_ALLOWLIST."
+            )
     elif kind == ToolHandlerKind.WEBHOOK:
         parts = urlsplit(handler)
         if parts.scheme != "https" or not parts.hostname:
