@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from providers import services
@@ -28,6 +29,12 @@ class ProviderCredentialForm(forms.ModelForm):  # type: ignore[type-arg]
         secret: str = self.cleaned_data.get("secret", "")
         if self.instance._state.adding and not secret:
             raise forms.ValidationError("A new credential needs its secret.")
+        if secret:
+            # The service's own checks (length, whitespace), as a form error, not a 500.
+            try:
+                secret = services.credential_clean_secret(secret)
+            except ValidationError as error:
+                raise forms.ValidationError(error.message_dict["secret"]) from None
         return secret
 
 

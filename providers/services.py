@@ -32,7 +32,8 @@ def secret_box() -> SecretBox:
     return _box(tuple(settings.ROOMVOICE_ENCRYPTION_KEYS))
 
 
-def _clean_secret(secret: str) -> str:
+def credential_clean_secret(secret: str) -> str:
+    """The secret as it will be stored, or a ValidationError on ``secret``."""
     secret = secret.strip()
     if not secret:
         raise ValidationError({"secret": "The secret cannot be empty."})
@@ -48,7 +49,7 @@ def _clean_secret(secret: str) -> str:
 def credential_create(*, tenant: Tenant, name: str, kind: str, secret: str) -> ProviderCredential:
     if kind not in ProviderKind.values:
         raise ValidationError({"kind": f"Unknown provider kind {kind!r}."})
-    secret = _clean_secret(secret)
+    secret = credential_clean_secret(secret)
     credential = ProviderCredential(
         tenant=tenant,
         name=name.strip(),
@@ -69,7 +70,7 @@ def credential_set_secret(
     *, tenant: Tenant, credential: ProviderCredential, secret: str
 ) -> ProviderCredential:
     _require_tenant(tenant, credential)
-    secret = _clean_secret(secret)
+    secret = credential_clean_secret(secret)
     credential.encrypted_secret = secret_box().encrypt(secret)
     credential.secret_hint = mask_secret(secret)
     credential.secret_updated_at = timezone.now()

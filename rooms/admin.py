@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -24,7 +26,7 @@ from rooms.selectors import tenant_ids_for_user
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(DjangoUserAdmin):  # type: ignore[type-arg]
     """Users are managed by superusers; staff see the users of tenants they manage."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
@@ -69,8 +71,20 @@ class MembershipAdmin(TenantScopedAdmin):
     autocomplete_fields = ["user"]
 
 
+class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
+    def clean_expires_at(self) -> Any:
+        # The service's rule, as a form error rather than a 500 from save_model.
+        expires_at = self.cleaned_data.get("expires_at")
+        try:
+            services.api_key_check_expiry(expires_at)
+        except ValidationError as error:
+            raise forms.ValidationError(error.message_dict["expires_at"]) from None
+        return expires_at
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(TenantScopedAdmin):
+    form = ApiKeyForm
     list_display = ["name", "tenant", "masked", "scope", "status", "created_at", "last_used_at"]
     list_filter = ["scope", "tenant"]
     list_select_related = ["tenant"]

@@ -17,7 +17,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from rooms.models import Tenant
+from rooms.models import Tenant, User
 from rooms.selectors import tenant_ids_for_user
 
 
@@ -68,6 +68,14 @@ class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_delete_permission(request, obj) and self._may_manage(request, obj)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        # An object never moves between tenants: its bindings, events, agents' tools and
+        # sessions would stay behind in the old one. Detach and recreate instead.
+        if obj is not None and self.tenant_lookup == "tenant_id" and "tenant" not in fields:
+            fields.append("tenant")
+        return fields
+
     def _scope_choices(
         self, request: HttpRequest, model: type[models.Model]
     ) -> QuerySet[Any] | None:
@@ -76,6 +84,10 @@ class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         manageable = self.manageable_tenant_ids(request)
         if model is Tenant:
             return Tenant.objects.filter(pk__in=manageable)
+        if model is User:
+            # Only people already in a tenant the user manages: choosing anyone else would
+            # reveal other tenants' usernames. New people are added by a superuser.
+            return User.objects.filter(memberships__tenant_id__in=manageable).distinct()
         if any(field.name == "tenant" for field in model._meta.get_fields()):
             return model._default_manager.filter(tenant_id__in=manageable)
         return None

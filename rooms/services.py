@@ -98,8 +98,7 @@ def api_key_create(
     """A new key and its plaintext, which is shown once and never stored."""
     if scope not in ApiKeyScope.values:
         raise ValidationError({"scope": f"Unknown scope {scope!r}."})
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError({"expires_at": "The expiry must be in the future."})
+    api_key_check_expiry(expires_at)
     secret = new_token(32)
     for _attempt in range(5):
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(ApiKey.PREFIX_LENGTH))
@@ -123,6 +122,12 @@ def api_key_create(
         logger.info("api key %s created for tenant %s", api_key.masked, tenant.slug)
         return api_key, f"{API_KEY_PREFIX}{prefix}_{secret}"
     raise RuntimeError("could not allocate a unique API key prefix")
+
+
+def api_key_check_expiry(expires_at: datetime | None) -> None:
+    """A new key's expiry, if any, is in the future."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
 
 
 def api_key_revoke(*, tenant: Tenant, api_key: ApiKey) -> bool:

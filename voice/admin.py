@@ -16,10 +16,11 @@ class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        tenant = cleaned.get("tenant")
+        # On change the tenant is read-only (not in the form): check against the saved one.
+        tenant_id = cleaned["tenant"].pk if cleaned.get("tenant") else self.instance.tenant_id
         tools = cleaned.get("tools")
-        if tenant is not None and tools is not None:
-            foreign = [tool.name for tool in tools if tool.tenant_id != tenant.pk]
+        if tenant_id is not None and tools is not None:
+            foreign = [tool.name for tool in tools if tool.tenant_id != tenant_id]
             if foreign:
                 self.add_error(
                     "tools", f"These tools belong to another tenant: {', '.join(foreign)}"
@@ -78,7 +79,7 @@ class ToolCallInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ToolCall
     extra = 0
     can_delete = False
-    fields = ["name", "status", "arguments", "result", "error", "created_at", "finished_at"]
+    fields = ("name", "status", "arguments", "result", "error", "created_at", "finished_at")
     readonly_fields = fields
     show_change_link = True
 
