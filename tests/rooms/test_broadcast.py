@@ -25,7 +25,11 @@ PRIMITIVES = (str, int, bool, type(None))
 
 
 @pytest.fixture(autouse=True)
-def fresh_channel_layer() -> Iterator[None]:
+def fresh_channel_layer(settings: Any) -> Iterator[None]:
+    """The in-memory layer in both passes: these tests hop event loops between calls, which
+    channels-redis does not support (a consumer lives in one loop). The Redis path has its
+    own single-loop tests in tests/integration."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
