@@ -1,4 +1,4 @@
 """Shared fixtures. The cast (tests/fixtures/actors.py) is the same in every test: tenant A
 with an owner and a plain member, tenant B with its own owner, and a superuser."""
 
-pytest_plugins = ["tests.fixtures.actors", "tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.actors", "tests.fixtures.services", "tests.fixtures.admin"]
