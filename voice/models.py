@@ -239,6 +239,7 @@ class EndReason(models.TextChoices):
     HOST_LOST = "host_lost", "The process holding the session stopped"
     SERVER_SHUTDOWN = "server_shutdown", "Server shut down"
     TIMEOUT = "timeout", "Time limit reached"
+    INTERNAL_ERROR = "internal_error", "Internal error in the voice engine"
 
 
 class VoiceSession(models.Model):

@@ -1,0 +1,212 @@
+"""The seed's examples (../shared/seed/realtime-voice.txt), run as written: only the import
+lines are changed to our modules, and the mock provider stands in for a vendor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voice.session import SessionState
+
+
+@pytest.mark.asyncio
+async def test_the_seed_testing_with_mocks_example_runs_as_written() -> None:
+    from voice.channels import RealtimeVoiceChannel
+    from voice.mock import MockRealtimeProvider, MockRealtimeTransport
+
+    provider = MockRealtimeProvider()
+    transport = MockRealtimeTransport()
+
+    channel = RealtimeVoiceChannel("voice-test", provider=provider, transport=transport)
+
+    session = await channel.start_session("room-1", "user-1")
+
+    # Simulate provider events
+    await provider.simulate_transcription(session, "Hello", role="user", is_final=True)
+    await provider.simulate_audio(session, b"\x00\x01" * 100)
+    await provider.simulate_tool_call(session, "call-1", "get_weather", {"city": "NYC"})
+
+    # Assert transport received audio
+    assert len(transport.sent_audio) > 0
+
+    # And what the example implies, checked exactly:
+    assert transport.sent_audio == [(session.id, b"\x00\x01" * 100)]
+    assert transport.messages_of(session, "transcription") == [
+        {"type": "transcription", "text": "Hello", "role": "user", "is_final": True}
+    ]
+    # No tool, handler or hook answers get_weather: the model gets a clear error, not silence.
+    assert provider.tool_results == [
+        (session.id, "call-1", json.dumps({"error": "No handler for tool 'get_weather'"}))
+    ]
+    await channel.end_session(session.id)
+
+
+@pytest.mark.asyncio
+async def test_the_seed_session_lifecycle_example_runs_as_written() -> None:
+    from voice.channels import RealtimeVoiceChannel
+    from voice.mock import MockRealtimeProvider, MockRealtimeTransport
+
+    provider = MockRealtimeProvider()
+    transport = MockRealtimeTransport()
+    channel = RealtimeVoiceChannel("voice", provider=provider, transport=transport, voice="alloy")
+    webrtc_id = "webrtc-123"
+    new_tools = [
+        {"type": "function", "name": "lookup", "description": "", "parameters": {"type": "object"}}
+    ]
+
+    # Start a session
+    session = await channel.start_session(
+        room_id="room-1",
+        participant_id="user-1",
+        connection=webrtc_id,  # Transport-specific connection handle
+        metadata={
+            "system_prompt": "Override prompt",  # Per-session override
+            "voice": "echo",  # Per-session voice
+        },
+    )
+
+    # Reconfigure mid-conversation
+    await channel.reconfigure_session(
+        session.id,
+        system_prompt="New prompt",
+        voice="shimmer",
+        tools=new_tools,
+        temperature=0.5,
+    )
+
+    # End session
+    await channel.end_session(session.id)
+
+    assert session.state is SessionState.ENDED
+    connect = next(call for call in provider.calls if call.method == "connect")
+    assert connect.kwargs["system_prompt"] == "Override prompt"
+    assert connect.kwargs["voice"] == "echo"
+    assert transport.accepted == {}
+    reconfigure = next(call for call in provider.calls if call.method == "reconfigure")
+    assert reconfigure.kwargs == {
+        "system_prompt": "New prompt",
+        "voice": "shimmer",
+        "tools": new_tools,
+        "temperature": 0.5,
+        "provider_config": None,
+    }
+
+
+@pytest.mark.asyncio
+async def test_the_seed_tool_examples_run_as_written() -> None:
+    from voice.channels import RealtimeVoiceChannel
+    from voice.kit import Tool
+    from voice.mock import MockRealtimeProvider, MockRealtimeTransport
+
+    provider = MockRealtimeProvider()
+    transport = MockRealtimeTransport()
+
+    async def get_weather(city: str) -> str:
+        return json.dumps({"temperature": 72, "condition": "sunny", "city": city})
+
+    weather_tool = Tool(
+        name="get_weather",
+        description="Get current weather for a city",
+        parameters={
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name"},
+            },
+            "required": ["city"],
+        },
+        handler=get_weather,
+    )
+
+    channel = RealtimeVoiceChannel(
+        "voice",
+        provider=provider,
+        transport=transport,
+        tools=[weather_tool],
+        mute_on_tool_call=True,  # Prevent barge-in during tool execution
+    )
+
+    async def handle_tool(name, arguments):  # type: ignore[no-untyped-def]
+        if name == "get_weather":
+            city = arguments.get("city", "Unknown")
+            return json.dumps({"temperature": 72, "condition": "sunny", "city": city})
+        return json.dumps({"error": f"Unknown tool: {name}"})
+
+    channel_2 = RealtimeVoiceChannel(
+        "voice-2",
+        provider=provider,
+        transport=transport,
+        tools=[
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "Get current weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "city": {"type": "string", "description": "City name"},
+                    },
+                    "required": ["city"],
+                },
+            },
+        ],
+        tool_handler=handle_tool,
+        mute_on_tool_call=True,
+    )
+
+    first = await channel.start_session("room-1", "user-1")
+    second = await channel_2.start_session("room-1", "user-2")
+    await provider.simulate_tool_call(first, "c1", "get_weather", {"city": "Paris"})
+    await provider.simulate_tool_call(second, "c2", "get_weather", {"city": "Oslo"})
+
+    expected = {"temperature": 72, "condition": "sunny"}
+    results = {call_id: json.loads(result) for _, call_id, result in provider.tool_results}
+    assert results == {"c1": {**expected, "city": "Paris"}, "c2": {**expected, "city": "Oslo"}}
+    connect = next(call for call in provider.calls if call.method == "connect")
+    assert connect.kwargs["tools"] == [weather_tool.definition]
+    await channel.close()
+    await channel_2.close()
+
+
+@pytest.mark.asyncio
+async def test_the_seed_hook_examples_run_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    from voice.channels import RealtimeVoiceChannel
+    from voice.kit import HookResult, HookTrigger, RoomKit
+    from voice.mock import MockRealtimeProvider, MockRealtimeTransport
+
+    kit = RoomKit()
+
+    async def fetch_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    @kit.hook(HookTrigger.ON_TOOL_CALL)
+    async def on_tool_call(event, ctx):  # type: ignore[no-untyped-def]
+        if event.name == "get_weather":
+            result = await fetch_weather(event.arguments["city"])
+            return HookResult(action="allow", metadata={"result": result})
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.ON_TRANSCRIPTION)
+    async def on_transcription(event, ctx):  # type: ignore[no-untyped-def]
+        print(f"[{event.metadata['role']}] {event.content.body}")
+
+    @kit.hook(HookTrigger.ON_SPEECH_START)
+    async def on_speech_start(event, ctx):  # type: ignore[no-untyped-def]
+        print("User started speaking")
+
+    provider = MockRealtimeProvider()
+    transport = MockRealtimeTransport()
+    channel = RealtimeVoiceChannel("voice", provider=provider, transport=transport)
+    kit.register_channel(channel)
+
+    session = await channel.start_session("room-1", "user-1")
+    await provider.simulate_speech_start(session)
+    await provider.simulate_transcription(session, "What's the weather in Rome?", role="user")
+    await provider.simulate_tool_call(session, "call-9", "get_weather", {"city": "Rome"})
+
+    assert capsys.readouterr().out.splitlines() == [
+        "User started speaking",
+        "[user] What's the weather in Rome?",
+    ]
+    assert provider.tool_results == [(session.id, "call-9", "sunny in Rome")]
+    await kit.close()

@@ -1,0 +1,1044 @@
+"""``RealtimeVoiceChannel``: joins a caller's transport to a realtime provider (the seed's API).
+
+Per session, one owner task supervises three loops in a TaskGroup (DESIGN §5):
+
+- **input**: caller frames from a bounded queue (overflow: drop the *oldest*, so latency stays
+  low) → access check (binding snapshot) → tool-call mute gate → resample → level meter →
+  ``provider.send_audio``;
+- **output**: provider audio from a bounded queue tagged with a generation (overflow: drop the
+  *newest*; stale generations are skipped after a barge-in) → resample → ``output_muted``
+  check → level meter → ``transport.send_audio``;
+- **control**: transcripts in arrival order (sync ON_TRANSCRIPTION hooks, client message,
+  store) and tool calls, started only after the transcripts that preceded them.
+
+Nothing on the audio path touches the ORM or the channel layer; the store and hooks run in
+the control loop and tool tasks. Ending a session cancels and awaits every task it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from providers.base import RealtimeVoiceProvider
+from roomvoice.lib.logging import log_context
+from voice.audio import (
+    AudioFormatError,
+    LevelThrottle,
+    Pcm16Framer,
+    StreamResampler,
+    rms_dbfs,
+)
+from voice.events import (
+    AudioLevelEvent,
+    BargeInEvent,
+    ProviderErrorEvent,
+    SessionEndedEvent,
+    SessionStartedEvent,
+    ToolCallEvent,
+    TranscriptionEvent,
+)
+from voice.kit import HookContext, HookTrigger, Tool
+from voice.session import LiveSession, SessionState, SessionStateError
+from voice.store import (
+    BindingSnapshot,
+    MemoryStore,
+    SessionStore,
+    StoredToolCall,
+    StoredTranscript,
+)
+from voice.transports.base import RealtimeTransport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RealtimeVoiceChannel"]
+
+MAX_SAMPLE_RATE = 192_000
+PRECONNECT_MAX_BYTES = 1 << 20  # ≈ 32 s of 16 kHz PCM16 while the provider connects
+INBOUND_QUEUE_FRAMES = 100  # ≈ 2 s of 20 ms frames
+OUTBOUND_QUEUE_CHUNKS = 500  # ≈ 10 s of provider audio
+SETTLE_TIMEOUT_S = 30.0
+
+ToolHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class _EndOfResponse:
+    """Queued after the last audio of a reply: flush the resampler, then tell the transport."""
+
+
+END_OF_RESPONSE = _EndOfResponse()
+
+
+def _check_rate(name: str, value: object, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"{name} must be a positive integer up to {MAX_SAMPLE_RATE} Hz, got {value!r}"
+        )
+    return value
+
+
+def _error_json(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+@dataclass
+class _ToolTable:
+    """The tools one session exposes: definitions for the provider, schemas, handlers."""
+
+    definitions: list[dict[str, Any]] = field(default_factory=list)
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    objects: dict[str, Tool] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, tools: Iterable[Tool | dict[str, Any]] | None) -> _ToolTable:
+        table = cls()
+        for tool in tools or ():
+            if isinstance(tool, Tool):
+                table.definitions.append(tool.definition)
+                table.schemas[tool.name] = tool.parameters
+                table.objects[tool.name] = tool
+            elif isinstance(tool, dict):
+                kind = tool.get("type", "function")
+                if kind == "function":
+                    name = tool.get("name")
+                    if not isinstance(name, str) or not name:
+                        raise ValueError(f"a function tool needs a name: {tool!r}")
+                    parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+                    try:
+                        Draft202012Validator.check_schema(parameters)
+                    except SchemaError as error:
+                        raise ValueError(
+                            f"tool {name!r} has invalid parameters: {error.message}"
+                        ) from None
+                    table.schemas[name] = parameters
+                table.definitions.append(dict(tool))  # native tools (web_search…) pass through
+            else:
+                raise TypeError(f"tools must be Tool objects or dicts, got {type(tool).__name__}")
+        return table
+
+
+@dataclass
+class _Runtime:
+    """Everything the engine keeps for one live session."""
+
+    session: LiveSession
+    tools: _ToolTable
+    system_prompt: str | None
+    voice: str | None
+    temperature: float | None
+    provider_config: dict[str, Any]
+    binding: BindingSnapshot = field(default_factory=BindingSnapshot)
+    inbound: asyncio.Queue[bytes] = field(
+        default_factory=lambda: asyncio.Queue(INBOUND_QUEUE_FRAMES)
+    )
+    outbound: asyncio.Queue[tuple[int, bytes] | _EndOfResponse] = field(
+        default_factory=lambda: asyncio.Queue(OUTBOUND_QUEUE_CHUNKS)
+    )
+    control: asyncio.Queue[tuple[str, tuple[Any, ...]]] = field(default_factory=asyncio.Queue)
+    framer: Pcm16Framer = field(default_factory=Pcm16Framer)
+    resampler_in: StreamResampler | None = None
+    resampler_out: StreamResampler | None = None
+    transport_rate: int = 0
+    preconnect: list[bytes] = field(default_factory=list)
+    preconnect_bytes: int = 0
+    generation: int = 0
+    accepting_audio: bool = True
+    responding: bool = False
+    user_speaking: bool = False
+    speech_started_at: datetime | None = None
+    was_barge_in: bool = False
+    sent_ms: float = 0.0  # reply audio handed to the transport since the reply started
+    first_sent_at: float | None = None  # monotonic time of the reply's first audio
+    played_ms: int | None = None  # the client's own playback report, when it sends them
+    last_assistant_text: str = ""
+    tool_mutes: int = 0
+    level_in: LevelThrottle = field(default_factory=LevelThrottle)
+    level_out: LevelThrottle = field(default_factory=LevelThrottle)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    owner: asyncio.Task[None] | None = None
+    ending: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: dict[str, int] = field(
+        default_factory=lambda: {
+            "inbound_dropped_overflow": 0,
+            "inbound_dropped_access": 0,
+            "inbound_dropped_tool_mute": 0,
+            "inbound_dropped_preconnect": 0,
+            "inbound_bad_frames": 0,
+            "outbound_dropped_overflow": 0,
+            "outbound_dropped_stale": 0,
+            "outbound_dropped_output_muted": 0,
+        }
+    )
+
+
+class RealtimeVoiceChannel:
+    """A realtime speech-to-speech channel; see ``../shared/seed/realtime-voice.txt``."""
+
+    channel_type = "realtime_voice"
+
+    def __init__(
+        self,
+        channel_id: str,
+        *,
+        provider: RealtimeVoiceProvider,
+        transport: RealtimeTransport,
+        system_prompt: str | None = None,
+        voice: str | None = None,
+        tools: list[Tool | dict[str, Any]] | None = None,
+        temperature: float | None = None,
+        input_sample_rate: int = 16000,
+        output_sample_rate: int = 24000,
+        transport_sample_rate: int | None = None,
+        emit_transcription_events: bool = True,
+        tool_handler: ToolHandler | None = None,
+        mute_on_tool_call: bool = False,
+        tool_result_max_length: int = 16384,
+        provider_config: dict[str, Any] | None = None,
+        tool_timeout: float = 30.0,
+        store: SessionStore | None = None,
+    ) -> None:
+        if not isinstance(channel_id, str) or not channel_id:
+            raise ValueError("channel_id must be a non-empty string")
+        if not isinstance(provider, RealtimeVoiceProvider):
+            raise TypeError("provider must be a RealtimeVoiceProvider")
+        if not isinstance(transport, RealtimeTransport):
+            raise TypeError("transport must be a RealtimeTransport")
+        self.input_sample_rate = _check_rate("input_sample_rate", input_sample_rate) or 0
+        self.output_sample_rate = _check_rate("output_sample_rate", output_sample_rate) or 0
+        self.transport_sample_rate = _check_rate(
+            "transport_sample_rate", transport_sample_rate, optional=True
+        )
+        if (
+            isinstance(tool_result_max_length, bool)
+            or not isinstance(tool_result_max_length, int)
+            or tool_result_max_length < 1
+        ):
+            raise ValueError(
+                f"tool_result_max_length must be a positive integer, got {tool_result_max_length!r}"
+            )
+        if temperature is not None and not (
+            isinstance(temperature, int | float) and 0.0 <= temperature <= 2.0
+        ):
+            raise ValueError(f"temperature must be between 0 and 2, got {temperature!r}")
+        if not tool_timeout > 0:
+            raise ValueError(f"tool_timeout must be positive, got {tool_timeout!r}")
+        if provider_config is not None and not isinstance(provider_config, dict):
+            raise TypeError("provider_config must be a dict")
+        if tool_handler is not None and not callable(tool_handler):
+            raise TypeError("tool_handler must be an async callable (name, arguments) -> str")
+
+        self.channel_id = channel_id
+        self.provider = provider
+        self.transport = transport
+        self.system_prompt = system_prompt
+        self.voice = voice
+        self.tools = _ToolTable.build(tools)
+        self.temperature = temperature
+        self.emit_transcription_events = emit_transcription_events
+        self.tool_handler = tool_handler
+        self.mute_on_tool_call = mute_on_tool_call
+        self.tool_result_max_length = tool_result_max_length
+        self.provider_config = dict(provider_config or {})
+        self.tool_timeout = tool_timeout
+        self.store: SessionStore = store if store is not None else MemoryStore()
+        self.kit: Any = None  # set by RoomKit.register_channel
+        self._runtimes: dict[str, _Runtime] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+        provider.on_audio(self._on_provider_audio)
+        provider.on_transcription(self._on_transcription)
+        provider.on_speech_start(self._on_speech_start)
+        provider.on_speech_end(self._on_speech_end)
+        provider.on_tool_call(self._on_tool_call)
+        provider.on_response_start(self._on_response_start)
+        provider.on_response_end(self._on_response_end)
+        provider.on_error(self._on_provider_error)
+        transport.on_audio_received(self._on_client_audio)
+        transport.on_client_disconnected(self._on_client_disconnected)
+        transport.on_playback(self._on_playback)
+        for double in (provider, transport):
+            add_settler = getattr(double, "add_settler", None)  # test doubles (voice.mock)
+            if add_settler is not None:
+                add_settler(self.settle)
+
+    # --- public API --------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> list[LiveSession]:
+        return [runtime.session for runtime in self._runtimes.values()]
+
+    def get_session(self, session_id: str) -> LiveSession | None:
+        runtime = self._runtimes.get(session_id)
+        return runtime.session if runtime else None
+
+    async def start_session(
+        self,
+        room_id: str,
+        participant_id: str,
+        connection: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> LiveSession:
+        """Accept the caller, connect the provider, go ACTIVE. All or nothing: on any failure
+        (or cancellation) everything started is undone, the client is told, and it raises."""
+        meta = dict(metadata or {})
+        session = LiveSession(
+            room_id=str(room_id),
+            participant_id=str(participant_id),
+            channel_id=self.channel_id,
+            metadata=meta,
+        )
+        overrides = meta.get("provider_config") or {}
+        if not isinstance(overrides, dict):
+            raise TypeError("metadata['provider_config'] must be a dict")
+        runtime = _Runtime(
+            session=session,
+            tools=_ToolTable.build(meta["tools"]) if "tools" in meta else self.tools,
+            system_prompt=meta.get("system_prompt", self.system_prompt),
+            voice=meta.get("voice", self.voice),
+            temperature=meta.get("temperature", self.temperature),
+            provider_config={**self.provider_config, **overrides},
+        )
+        self._runtimes[session.id] = runtime
+        with log_context(session=session.id, room=session.room_id):
+            try:
+                await self.store.session_created(session)
+                runtime.binding = await self.store.load_binding(session)
+                await self.transport.accept(session, connection)
+                self._configure_audio(runtime)
+                await self.provider.connect(
+                    session,
+                    system_prompt=runtime.system_prompt,
+                    voice=runtime.voice,
+                    tools=runtime.tools.definitions or None,
+                    temperature=runtime.temperature,
+                    input_sample_rate=self.input_sample_rate,
+                    output_sample_rate=self.output_sample_rate,
+                    server_vad=True,
+                    provider_config=runtime.provider_config,
+                )
+            except BaseException as error:
+                await asyncio.shield(self._abort_start(runtime, error))
+                raise
+            session.move_to(SessionState.ACTIVE)
+            await self.store.session_activated(session)
+            # Audio that came while the provider connected goes first, in order; frames
+            # arriving from now on queue behind it for the input loop.
+            preconnect, runtime.preconnect = runtime.preconnect, []
+            for frame in preconnect:
+                await self._forward_inbound(runtime, frame)
+            runtime.owner = asyncio.create_task(
+                self._run_session(runtime), name=f"voice-session-{session.id}"
+            )
+            await self._send(runtime, {"type": "session_started", "session_id": session.id})
+            self._fire(
+                HookTrigger.ON_SESSION_STARTED,
+                SessionStartedEvent(session, self.channel_id),
+                session,
+            )
+            logger.info("voice session started: participant=%s", session.participant_id)
+        return session
+
+    async def reconfigure_session(
+        self,
+        session_id: str | LiveSession,
+        *,
+        system_prompt: str | None = None,
+        voice: str | None = None,
+        tools: list[Tool | dict[str, Any]] | None = None,
+        temperature: float | None = None,
+        provider_config: dict[str, Any] | None = None,
+    ) -> None:
+        runtime = self._live_runtime(session_id, "reconfigure")
+        if not self.provider.supports_mid_session_reconfigure:
+            raise NotImplementedError(f"{self.provider.name} cannot reconfigure a live session")
+        table = _ToolTable.build(tools) if tools is not None else None
+        await self.provider.reconfigure(
+            runtime.session,
+            system_prompt=system_prompt,
+            voice=voice,
+            tools=table.definitions if table is not None else None,
+            temperature=temperature,
+            provider_config=provider_config,
+        )
+        if system_prompt is not None:
+            runtime.system_prompt = system_prompt
+        if voice is not None:
+            runtime.voice = voice
+        if temperature is not None:
+            runtime.temperature = temperature
+        if table is not None:
+            runtime.tools = table
+        if provider_config is not None:
+            runtime.provider_config = {**runtime.provider_config, **provider_config}
+
+    async def end_session(
+        self, session_id: str | LiveSession, reason: str = "ended_by_operator", detail: str = ""
+    ) -> bool:
+        """End the session; False (and nothing done) if it had already ended or is unknown."""
+        key = session_id.id if isinstance(session_id, LiveSession) else session_id
+        runtime = self._runtimes.get(key)
+        if runtime is None:
+            logger.info("end_session: no live session %s (already ended?)", key)
+            return False
+        if runtime.ending:
+            await runtime.ended.wait()
+            return False
+        runtime.ending = True
+        session = runtime.session
+        with log_context(session=session.id, room=session.room_id):
+            session.end_reason = reason
+            await self._send(runtime, {"type": "session_ended", "reason": reason})
+            if not session.is_ended:
+                session.move_to(SessionState.ENDED)
+            await self._cancel_tasks(runtime)
+            for close in (self.provider.disconnect, self.transport.disconnect):
+                try:
+                    await close(session)
+                except Exception:
+                    logger.exception("%s failed while ending the session", close.__qualname__)
+            try:
+                await self.store.session_ended(session, reason, detail)
+                await self.store.flush()
+            except Exception:
+                logger.exception("store failed to record the end of the session")
+            self._runtimes.pop(session.id, None)
+            runtime.ended.set()
+            self._fire(
+                HookTrigger.ON_SESSION_ENDED,
+                SessionEndedEvent(session, self.channel_id, reason),
+                session,
+            )
+            logger.info("voice session ended: reason=%s stats=%s", reason, runtime.stats)
+        return True
+
+    def apply_binding(self, room_id: str, participant_id: str, binding: BindingSnapshot) -> int:
+        """A binding changed (anywhere): it applies to the next frame of every live session of
+        that participant in that room. Returns how many sessions it reached."""
+        reached = 0
+        for runtime in self._runtimes.values():
+            session = runtime.session
+            if session.room_id == str(room_id) and session.participant_id == participant_id:
+                runtime.binding = binding
+                reached += 1
+        return reached
+
+    async def inject_text(
+        self, session_id: str | LiveSession, text: str, *, role: str = "user", silent: bool = False
+    ) -> None:
+        runtime = self._live_runtime(session_id, "inject text into")
+        await self.provider.inject_text(runtime.session, text, role=role, silent=silent)
+
+    async def interrupt(self, session_id: str | LiveSession) -> None:
+        """Stop the assistant now (the caller's ``interrupt`` message, an operator)."""
+        runtime = self._live_runtime(session_id, "interrupt")
+        await self.provider.interrupt(runtime.session)
+        await self._barge_in(runtime)
+
+    def report_playback(self, session: LiveSession, played_ms: int) -> None:
+        """How much of the current reply the caller has heard (client playback reports)."""
+        self._on_playback(session, played_ms)
+
+    async def settle(self, session: LiveSession) -> None:
+        """Wait until everything received so far for the session has been handled."""
+        async with asyncio.timeout(SETTLE_TIMEOUT_S):
+            for _ in range(3):  # a tool result or hook may queue a little more work
+                runtime = self._runtimes.get(session.id)
+                if runtime is not None and runtime.owner is not None and not runtime.ending:
+                    await runtime.inbound.join()
+                    await runtime.control.join()
+                    if runtime.tasks:
+                        await asyncio.gather(*list(runtime.tasks), return_exceptions=True)
+                    await runtime.outbound.join()
+                if self._background:
+                    await asyncio.gather(*list(self._background), return_exceptions=True)
+                if self.kit is not None:
+                    await self.kit.hooks.drain()
+
+    async def close(self) -> None:
+        for session in self.sessions:
+            await self.end_session(session, reason="server_shutdown")
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.provider.close()
+        await self.transport.close()
+
+    # --- session internals -------------------------------------------------------------------
+
+    def _live_runtime(self, session_id: str | LiveSession, action: str) -> _Runtime:
+        key = session_id.id if isinstance(session_id, LiveSession) else session_id
+        runtime = self._runtimes.get(key)
+        if runtime is None or runtime.ending or runtime.session.is_ended:
+            raise SessionStateError(f"cannot {action} session {key}: it is not live")
+        return runtime
+
+    def _configure_audio(self, runtime: _Runtime) -> None:
+        session = runtime.session
+        rate = session.metadata.get("transport_sample_rate")
+        if rate is not None:
+            rate = _check_rate("metadata['transport_sample_rate']", rate)
+        else:
+            rate = self.transport.transport_sample_rate(session) or self.transport_sample_rate
+        if rate is None:  # the transport speaks the provider's rates
+            runtime.transport_rate = self.output_sample_rate
+            return
+        runtime.transport_rate = rate
+        if rate != self.input_sample_rate:
+            runtime.resampler_in = StreamResampler(rate, self.input_sample_rate)
+        if rate != self.output_sample_rate:
+            runtime.resampler_out = StreamResampler(self.output_sample_rate, rate)
+
+    async def _abort_start(self, runtime: _Runtime, error: BaseException) -> None:
+        session = runtime.session
+        cancelled = isinstance(error, asyncio.CancelledError)
+        detail = "cancelled while connecting" if cancelled else f"{type(error).__name__}: {error}"
+        if cancelled:
+            logger.info("voice session start cancelled")
+        else:
+            logger.warning("voice session failed to start: %s", detail)
+        session.end_reason = "connect_failed"
+        runtime.ending = True
+        await self._send(
+            runtime,
+            {
+                "type": "error",
+                "code": "connect_failed",
+                "message": "the voice provider could not be reached",
+            },
+        )
+        await self._send(runtime, {"type": "session_ended", "reason": "connect_failed"})
+        for close in (self.provider.disconnect, self.transport.disconnect):
+            try:
+                await close(session)
+            except Exception:
+                logger.exception("%s failed while undoing a start", close.__qualname__)
+        session.move_to(SessionState.ENDED)
+        try:
+            await self.store.session_ended(session, "connect_failed", detail)
+        except Exception:
+            logger.exception("store failed to record a failed start")
+        self._runtimes.pop(session.id, None)
+        runtime.ended.set()
+
+    async def _run_session(self, runtime: _Runtime) -> None:
+        session = runtime.session
+        with log_context(session=session.id, room=session.room_id):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._input_loop(runtime))
+                    group.create_task(self._output_loop(runtime))
+                    group.create_task(self._control_loop(runtime))
+            except* Exception as failure:
+                logger.error(
+                    "voice session loop failed; ending the session",
+                    exc_info=failure.exceptions[0],
+                )
+                self._spawn_background(
+                    self.end_session(
+                        session, reason="internal_error", detail=str(failure.exceptions[0])
+                    )
+                )
+
+    async def _cancel_tasks(self, runtime: _Runtime) -> None:
+        tasks = [task for task in (runtime.owner, *runtime.tasks) if task is not None]
+        current = asyncio.current_task()
+        tasks = [task for task in tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, runtime: _Runtime, coroutine: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
+        runtime.tasks.add(task)
+        task.add_done_callback(runtime.tasks.discard)
+
+    def _spawn_background(self, coroutine: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, runtime: _Runtime, message: dict[str, Any]) -> None:
+        try:
+            await self.transport.send_message(runtime.session, message)
+        except Exception:
+            logger.warning("could not send %s to the client", message.get("type"), exc_info=True)
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def _hook_context(self, session: LiveSession) -> HookContext:
+        return HookContext(
+            kit=self.kit, room_id=session.room_id, channel_id=self.channel_id, session=session
+        )
+
+    def _has_hooks(self, trigger: HookTrigger) -> bool:
+        return self.kit is not None and bool(self.kit.hooks.has_hooks(trigger))
+
+    def _fire(self, trigger: HookTrigger, event: Any, session: LiveSession) -> None:
+        if self._has_hooks(trigger):
+            self.kit.hooks.fire(trigger, event, self._hook_context(session))
+
+    # --- caller → provider -------------------------------------------------------------------
+
+    def _on_client_audio(self, session: LiveSession, data: bytes) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        try:
+            frame = runtime.framer.push(data)
+        except AudioFormatError as error:
+            runtime.stats["inbound_bad_frames"] += 1
+            self._spawn(
+                runtime,
+                self._send(runtime, {"type": "error", "code": "bad_audio", "message": str(error)}),
+            )
+            return
+        if not frame:
+            return
+        if session.state is SessionState.CONNECTING:
+            if runtime.preconnect_bytes + len(frame) > PRECONNECT_MAX_BYTES:
+                if runtime.stats["inbound_dropped_preconnect"] == 0:
+                    logger.warning(
+                        "pre-connect audio buffer full (%d bytes): dropping", PRECONNECT_MAX_BYTES
+                    )
+                runtime.stats["inbound_dropped_preconnect"] += 1
+                return
+            runtime.preconnect.append(frame)
+            runtime.preconnect_bytes += len(frame)
+            return
+        try:
+            runtime.inbound.put_nowait(frame)
+        except asyncio.QueueFull:
+            # Keep the newest audio: what the caller says now matters more than 2 s ago.
+            runtime.inbound.get_nowait()
+            runtime.inbound.task_done()
+            runtime.inbound.put_nowait(frame)
+            runtime.stats["inbound_dropped_overflow"] += 1
+
+    async def _input_loop(self, runtime: _Runtime) -> None:
+        while True:
+            frame = await runtime.inbound.get()
+            try:
+                await self._forward_inbound(runtime, frame)
+            except Exception:
+                logger.warning("sending caller audio to the provider failed", exc_info=True)
+            finally:
+                runtime.inbound.task_done()
+
+    async def _forward_inbound(self, runtime: _Runtime, frame: bytes) -> None:
+        if not runtime.binding.can_speak:
+            runtime.stats["inbound_dropped_access"] += 1
+            return
+        if runtime.tool_mutes:
+            runtime.stats["inbound_dropped_tool_mute"] += 1
+            return
+        pcm = runtime.resampler_in.process(frame) if runtime.resampler_in else frame
+        if not pcm:
+            return
+        if self._has_hooks(HookTrigger.ON_INPUT_AUDIO_LEVEL) and runtime.level_in.due(
+            time.monotonic()
+        ):
+            self._fire(
+                HookTrigger.ON_INPUT_AUDIO_LEVEL,
+                AudioLevelEvent(runtime.session, rms_dbfs(pcm)),
+                runtime.session,
+            )
+        await self.provider.send_audio(runtime.session, pcm)
+
+    # --- provider → caller -------------------------------------------------------------------
+
+    def _on_provider_audio(self, session: LiveSession, audio: bytes) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending or not runtime.accepting_audio:
+            return
+        try:
+            runtime.outbound.put_nowait((runtime.generation, audio))
+        except asyncio.QueueFull:
+            runtime.stats["outbound_dropped_overflow"] += 1
+            if runtime.stats["outbound_dropped_overflow"] % 100 == 1:
+                logger.warning("outbound audio queue full: dropping new audio (transport too slow)")
+
+    async def _output_loop(self, runtime: _Runtime) -> None:
+        session = runtime.session
+        while True:
+            item = await runtime.outbound.get()
+            try:
+                if isinstance(item, _EndOfResponse):
+                    tail = runtime.resampler_out.flush() if runtime.resampler_out else b""
+                    if tail and runtime.binding.can_hear:
+                        await self._send_audio(runtime, tail)
+                    await self.transport.end_of_response(session)
+                    continue
+                generation, audio = item
+                if generation != runtime.generation:
+                    runtime.stats["outbound_dropped_stale"] += 1
+                    continue
+                pcm = runtime.resampler_out.process(audio) if runtime.resampler_out else audio
+                if not runtime.binding.can_hear:
+                    runtime.stats["outbound_dropped_output_muted"] += 1
+                    continue
+                if pcm:
+                    await self._send_audio(runtime, pcm)
+            except Exception:
+                logger.warning("sending provider audio to the caller failed", exc_info=True)
+            finally:
+                runtime.outbound.task_done()
+
+    async def _send_audio(self, runtime: _Runtime, pcm: bytes) -> None:
+        await self.transport.send_audio(runtime.session, pcm)
+        if runtime.first_sent_at is None:
+            runtime.first_sent_at = time.monotonic()
+        runtime.sent_ms += len(pcm) / 2 / runtime.transport_rate * 1000
+        if self._has_hooks(HookTrigger.ON_OUTPUT_AUDIO_LEVEL) and runtime.level_out.due(
+            time.monotonic()
+        ):
+            self._fire(
+                HookTrigger.ON_OUTPUT_AUDIO_LEVEL,
+                AudioLevelEvent(runtime.session, rms_dbfs(pcm)),
+                runtime.session,
+            )
+
+    def _on_playback(self, session: LiveSession, played_ms: int) -> None:
+        runtime = self._runtimes.get(session.id)
+        if (
+            runtime is None
+            or isinstance(played_ms, bool)
+            or not isinstance(played_ms, int)
+            or played_ms < 0
+        ):
+            return
+        runtime.played_ms = max(runtime.played_ms or 0, played_ms)
+
+    def _played_ms(self, runtime: _Runtime) -> int:
+        """What the caller heard of the current reply: their own report when they send one,
+        else the time since its first audio left; never more than was sent."""
+        if runtime.played_ms is not None:
+            heard = float(runtime.played_ms)
+        elif runtime.first_sent_at is not None:
+            heard = (time.monotonic() - runtime.first_sent_at) * 1000
+        else:
+            heard = 0.0
+        return int(max(0.0, min(heard, runtime.sent_ms)))
+
+    # --- speech, barge-in, responses ---------------------------------------------------------
+
+    async def _on_speech_start(self, session: LiveSession) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.user_speaking = True
+        runtime.speech_started_at = datetime.now(UTC)
+        await self._barge_in(runtime)
+        self._fire(HookTrigger.ON_SPEECH_START, session, session)
+        await self._send(runtime, {"type": "speaking", "speaking": True, "who": "user"})
+
+    async def _barge_in(self, runtime: _Runtime) -> None:
+        """Drop queued reply audio, clear the client's buffer, and tell the model how much
+        of its reply was heard. A no-op when no reply audio was queued or sent."""
+        session = runtime.session
+        had_audio = runtime.sent_ms > 0 or not runtime.outbound.empty()
+        runtime.generation += 1
+        while not runtime.outbound.empty():
+            runtime.outbound.get_nowait()
+            runtime.outbound.task_done()
+        if runtime.resampler_out:
+            runtime.resampler_out.reset()
+        if not had_audio:
+            return
+        played = self._played_ms(runtime)
+        sent = runtime.sent_ms
+        runtime.accepting_audio = False  # the rest of the interrupted reply is stale
+        runtime.was_barge_in = True
+        runtime.sent_ms, runtime.first_sent_at, runtime.played_ms = 0.0, None, None
+        try:
+            await self.transport.interrupt(session)
+        except Exception:
+            logger.warning("transport interrupt failed", exc_info=True)
+        await self._send(runtime, {"type": "clear_audio"})
+        if sent > 0:
+            try:
+                await self.provider.truncate_audio(session, played)
+            except Exception:
+                logger.warning("provider truncate failed", exc_info=True)
+        self._fire(
+            HookTrigger.ON_BARGE_IN,
+            BargeInEvent(session, runtime.last_assistant_text, played),
+            session,
+        )
+
+    async def _on_speech_end(self, session: LiveSession) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.user_speaking = False
+        self._fire(HookTrigger.ON_SPEECH_END, session, session)
+        await self._send(runtime, {"type": "speaking", "speaking": False, "who": "user"})
+
+    async def _on_response_start(self, session: LiveSession) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.responding = True
+        runtime.accepting_audio = True
+        runtime.sent_ms, runtime.first_sent_at, runtime.played_ms = 0.0, None, None
+        await self._send(runtime, {"type": "speaking", "speaking": True, "who": "assistant"})
+
+    async def _on_response_end(self, session: LiveSession) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.responding = False
+        try:
+            runtime.outbound.put_nowait(END_OF_RESPONSE)
+        except asyncio.QueueFull:
+            runtime.stats["outbound_dropped_overflow"] += 1
+        await self._send(runtime, {"type": "speaking", "speaking": False, "who": "assistant"})
+
+    # --- transcripts and tool calls (the control loop) ---------------------------------------
+
+    def _on_transcription(self, session: LiveSession, text: str, role: str, is_final: bool) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        started = runtime.speech_started_at if role == "user" else None
+        runtime.control.put_nowait(("transcript", (str(text), str(role), bool(is_final), started)))
+
+    def _on_tool_call(self, session: LiveSession, call_id: str, name: str, arguments: Any) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.control.put_nowait(("tool_call", (str(call_id), str(name), arguments)))
+
+    async def _control_loop(self, runtime: _Runtime) -> None:
+        while True:
+            kind, payload = await runtime.control.get()
+            try:
+                if kind == "transcript":
+                    await self._handle_transcript(runtime, *payload)
+                else:
+                    # Started here, after every transcript queued before it; runs on its own.
+                    self._spawn(runtime, self._run_tool(runtime, *payload))
+            except Exception:
+                logger.exception("handling a %s failed", kind)
+            finally:
+                runtime.control.task_done()
+
+    async def _handle_transcript(
+        self, runtime: _Runtime, text: str, role: str, is_final: bool, started: datetime | None
+    ) -> None:
+        session = runtime.session
+        if not is_final:
+            await self._send(
+                runtime, {"type": "transcription", "text": text, "role": role, "is_final": False}
+            )
+            self._fire(
+                HookTrigger.ON_PARTIAL_TRANSCRIPTION,
+                TranscriptionEvent(session, text, role, False, channel_id=self.channel_id),
+                session,
+            )
+            return
+        event = TranscriptionEvent(
+            session,
+            text,
+            role,
+            True,
+            was_barge_in=role == "user" and runtime.was_barge_in,
+            channel_id=self.channel_id,
+        )
+        if role == "user":
+            runtime.was_barge_in = False
+        status, blocked_by = "delivered", ""
+        if self._has_hooks(HookTrigger.ON_TRANSCRIPTION):
+            outcome = await self.kit.hooks.run_sync(
+                HookTrigger.ON_TRANSCRIPTION, event, self._hook_context(session)
+            )
+            if outcome.allowed:
+                event = outcome.event if isinstance(outcome.event, TranscriptionEvent) else event
+            else:
+                status, blocked_by = "blocked", f"hook:{outcome.blocked_by}"
+                logger.info("transcript blocked by hook %s: %s", outcome.blocked_by, outcome.reason)
+        if status == "delivered":
+            if role == "user" and not runtime.binding.can_speak:
+                status = "blocked"
+                blocked_by = "source_muted" if runtime.binding.muted else "source_read_only"
+            await self._send(
+                runtime,
+                {"type": "transcription", "text": event.text, "role": role, "is_final": True},
+            )
+            if role == "assistant":
+                runtime.last_assistant_text = event.text
+        if self.emit_transcription_events and event.text.strip():
+            await self.store.transcript(
+                StoredTranscript(
+                    session_id=session.id,
+                    room_id=session.room_id,
+                    participant_id=session.participant_id if role == "user" else "",
+                    role=role,
+                    text=event.text,
+                    status=status,
+                    blocked_by=blocked_by,
+                    occurred_at=started or datetime.now(UTC),
+                )
+            )
+
+    async def _run_tool(self, runtime: _Runtime, call_id: str, name: str, arguments: Any) -> None:
+        session = runtime.session
+        record = StoredToolCall(
+            session.id,
+            call_id,
+            name,
+            arguments if isinstance(arguments, dict) else {"_raw": arguments},
+        )
+        await self.store.tool_call_started(record)
+        await self._send(
+            runtime, {"type": "tool_call", "call_id": call_id, "name": name, "status": "running"}
+        )
+        if self.mute_on_tool_call:
+            runtime.tool_mutes += 1
+        try:
+            status, result = await self._resolve_tool(runtime, call_id, name, arguments)
+        except asyncio.CancelledError:
+            record.status, record.error = "cancelled", "the session ended before the tool finished"
+            record.finished_at = datetime.now(UTC)
+            await asyncio.shield(self.store.tool_call_finished(record))
+            raise
+        finally:
+            if self.mute_on_tool_call:
+                runtime.tool_mutes -= 1
+        result = self._truncate(result)
+        record.status = status
+        record.finished_at = datetime.now(UTC)
+        if status == "succeeded":
+            record.result = result
+        else:
+            record.error = result
+        try:
+            await self.provider.submit_tool_result(session, call_id, result)
+        except Exception:
+            logger.warning("submitting the result of tool %s failed", name, exc_info=True)
+            record.error = record.error or "the result could not be delivered to the provider"
+        await self.store.tool_call_finished(record)
+        await self._send(
+            runtime, {"type": "tool_call", "call_id": call_id, "name": name, "status": status}
+        )
+
+    async def _resolve_tool(
+        self, runtime: _Runtime, call_id: str, name: str, arguments: Any
+    ) -> tuple[str, str]:
+        """(status, text for the model): the handler's answer, a hook's, or a clear error."""
+        table = runtime.tools
+        hooks = self._has_hooks(HookTrigger.ON_TOOL_CALL)
+        if not isinstance(arguments, dict):
+            return "failed", _error_json(f"Invalid arguments for '{name}': expected a JSON object")
+        if table.schemas and name not in table.schemas and name not in table.objects:
+            if not hooks:
+                return "failed", _error_json(f"Tool '{name}' is not declared")
+        schema = table.schemas.get(name)
+        if schema is not None:
+            problems = sorted(
+                Draft202012Validator(schema).iter_errors(arguments), key=lambda e: list(e.path)
+            )
+            if problems:
+                where = "/".join(str(part) for part in problems[0].absolute_path) or "arguments"
+                return "failed", _error_json(
+                    f"Invalid arguments for '{name}': {where}: {problems[0].message}"
+                )
+
+        status, result = "succeeded", None
+        tool = table.objects.get(name)
+        handler: Callable[[], Awaitable[Any]] | None = None
+        if tool is not None:
+            handler = lambda: tool.call(arguments)  # noqa: E731
+        elif self.tool_handler is not None:
+            tool_handler = self.tool_handler
+            handler = lambda: tool_handler(name, arguments)  # noqa: E731
+        if handler is not None:
+            timeout = getattr(tool, "timeout", None) or self.tool_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    value = await _call(handler)
+                result = value if isinstance(value, str) else json.dumps(value, default=str)
+            except TimeoutError:
+                logger.warning("tool %s timed out after %ss", name, timeout)
+                status, result = (
+                    "timed_out",
+                    _error_json(f"Tool '{name}' timed out after {timeout:g} s"),
+                )
+            except Exception as error:
+                logger.exception("tool %s raised", name)
+                status, result = (
+                    "failed",
+                    _error_json(
+                        f"Tool '{name}' failed: {type(error).__name__}: {str(error)[:200]}"
+                    ),
+                )
+
+        if hooks:
+            event = ToolCallEvent(
+                runtime.session, call_id, name, arguments, result, channel_id=self.channel_id
+            )
+            outcome = await self.kit.hooks.run_sync(
+                HookTrigger.ON_TOOL_CALL, event, self._hook_context(runtime.session)
+            )
+            if not outcome.allowed:
+                return "failed", _error_json(outcome.reason or f"Tool '{name}' was blocked")
+            if "result" in outcome.metadata:
+                override = outcome.metadata["result"]
+                return "succeeded", override if isinstance(override, str) else json.dumps(
+                    override, default=str
+                )
+        if result is None:
+            return "failed", _error_json(f"No handler for tool '{name}'")
+        return status, result
+
+    def _truncate(self, result: str) -> str:
+        limit = self.tool_result_max_length
+        if len(result) <= limit:
+            return result
+        notice = (
+            f"\n[truncated: the result was {len(result)} characters; "
+            "only the first {kept} are shown]"
+        )
+        kept = max(0, limit - len(notice.format(kept=limit)))
+        return (result[:kept] + notice.format(kept=kept))[:limit]
+
+    # --- errors and disconnects --------------------------------------------------------------
+
+    async def _on_provider_error(
+        self, session: LiveSession, code: str, message: str, fatal: bool = False
+    ) -> None:
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        with log_context(session=session.id, room=session.room_id):
+            logger.warning("provider error %s (fatal=%s): %s", code, fatal, message)
+        await self._send(runtime, {"type": "error", "code": str(code), "message": str(message)})
+        self._fire(
+            HookTrigger.ON_ERROR,
+            ProviderErrorEvent(session, str(code), str(message), bool(fatal)),
+            session,
+        )
+        if fatal:
+            self._spawn_background(
+                self.end_session(session, reason="provider_error", detail=f"{code}: {message}")
+            )
+
+    async def _on_client_disconnected(self, session: LiveSession) -> None:
+        await self.end_session(session, reason="client_hangup")
+
+
+async def _call(handler: Callable[[], Any]) -> Any:
+    value = handler()
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
