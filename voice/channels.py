@@ -67,6 +67,7 @@ PRECONNECT_MAX_BYTES = 1 << 20  # ≈ 32 s of 16 kHz PCM16 while the provider co
 INBOUND_QUEUE_FRAMES = 100  # ≈ 2 s of 20 ms frames
 OUTBOUND_QUEUE_CHUNKS = 500  # ≈ 10 s of provider audio
 SETTLE_TIMEOUT_S = 30.0
+CONTROL_DRAIN_TIMEOUT_S = 5.0  # how long an ending session waits for queued transcripts
 
 ToolHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -86,6 +87,13 @@ def _check_rate(name: str, value: object, *, optional: bool = False) -> int | No
             f"{name} must be a positive integer up to {MAX_SAMPLE_RATE} Hz, got {value!r}"
         )
     return value
+
+
+def _check_temperature(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 2.0:
+        raise ValueError(f"temperature must be between 0 and 2, got {value!r}")
 
 
 def _error_json(message: str) -> str:
@@ -167,6 +175,7 @@ class _Runtime:
     level_out: LevelThrottle = field(default_factory=LevelThrottle)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     owner: asyncio.Task[None] | None = None
+    control_task: asyncio.Task[None] | None = None
     ending: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     stats: dict[str, int] = field(
@@ -228,10 +237,7 @@ class RealtimeVoiceChannel:
             raise ValueError(
                 f"tool_result_max_length must be a positive integer, got {tool_result_max_length!r}"
             )
-        if temperature is not None and not (
-            isinstance(temperature, int | float) and 0.0 <= temperature <= 2.0
-        ):
-            raise ValueError(f"temperature must be between 0 and 2, got {temperature!r}")
+        _check_temperature(temperature)
         if not tool_timeout > 0:
             raise ValueError(f"tool_timeout must be positive, got {tool_timeout!r}")
         if provider_config is not None and not isinstance(provider_config, dict):
@@ -328,20 +334,24 @@ class RealtimeVoiceChannel:
                     server_vad=True,
                     provider_config=runtime.provider_config,
                 )
+                self._check_not_ended(runtime)
+                session.move_to(SessionState.ACTIVE)
+                await self.store.session_activated(session)
+                # Audio that came while the provider connected goes first, in order; frames
+                # arriving from now on queue behind it for the input loop.
+                preconnect, runtime.preconnect = runtime.preconnect, []
+                for frame in preconnect:
+                    await self._forward_inbound(runtime, frame)
+                self._check_not_ended(runtime)
+                runtime.owner = asyncio.create_task(
+                    self._run_session(runtime), name=f"voice-session-{session.id}"
+                )
+                await self._send(runtime, {"type": "session_started", "session_id": session.id})
             except BaseException as error:
+                # All or nothing, up to the last await: whatever fails or is cancelled before
+                # start_session returns leaves no live session behind.
                 await asyncio.shield(self._abort_start(runtime, error))
                 raise
-            session.move_to(SessionState.ACTIVE)
-            await self.store.session_activated(session)
-            # Audio that came while the provider connected goes first, in order; frames
-            # arriving from now on queue behind it for the input loop.
-            preconnect, runtime.preconnect = runtime.preconnect, []
-            for frame in preconnect:
-                await self._forward_inbound(runtime, frame)
-            runtime.owner = asyncio.create_task(
-                self._run_session(runtime), name=f"voice-session-{session.id}"
-            )
-            await self._send(runtime, {"type": "session_started", "session_id": session.id})
             self._fire(
                 HookTrigger.ON_SESSION_STARTED,
                 SessionStartedEvent(session, self.channel_id),
@@ -361,6 +371,7 @@ class RealtimeVoiceChannel:
         provider_config: dict[str, Any] | None = None,
     ) -> None:
         runtime = self._live_runtime(session_id, "reconfigure")
+        _check_temperature(temperature)
         if not self.provider.supports_mid_session_reconfigure:
             raise NotImplementedError(f"{self.provider.name} cannot reconfigure a live session")
         table = _ToolTable.build(tools) if tools is not None else None
@@ -402,6 +413,7 @@ class RealtimeVoiceChannel:
             await self._send(runtime, {"type": "session_ended", "reason": reason})
             if not session.is_ended:
                 session.move_to(SessionState.ENDED)
+            await self._finish_control(runtime)
             await self._cancel_tasks(runtime)
             for close in (self.provider.disconnect, self.transport.disconnect):
                 try:
@@ -429,7 +441,7 @@ class RealtimeVoiceChannel:
         reached = 0
         for runtime in self._runtimes.values():
             session = runtime.session
-            if session.room_id == str(room_id) and session.participant_id == participant_id:
+            if session.room_id == str(room_id) and session.participant_id == str(participant_id):
                 runtime.binding = binding
                 reached += 1
         return reached
@@ -499,8 +511,22 @@ class RealtimeVoiceChannel:
         if rate != self.output_sample_rate:
             runtime.resampler_out = StreamResampler(self.output_sample_rate, rate)
 
+    @staticmethod
+    def _check_not_ended(runtime: _Runtime) -> None:
+        if runtime.ending:  # end_session (or a fatal provider error) came while starting
+            raise SessionStateError(f"session {runtime.session.id} ended while connecting")
+
     async def _abort_start(self, runtime: _Runtime, error: BaseException) -> None:
         session = runtime.session
+        if runtime.ending:
+            # Ended while starting: that end told the client and recorded it. Undo only what
+            # connected after it ran (the provider), then wait for it to finish.
+            try:
+                await self.provider.disconnect(session)
+            except Exception:
+                logger.exception("provider disconnect failed while undoing a start")
+            await runtime.ended.wait()
+            return
         cancelled = isinstance(error, asyncio.CancelledError)
         detail = "cancelled while connecting" if cancelled else f"{type(error).__name__}: {error}"
         if cancelled:
@@ -518,12 +544,14 @@ class RealtimeVoiceChannel:
             },
         )
         await self._send(runtime, {"type": "session_ended", "reason": "connect_failed"})
+        await self._cancel_tasks(runtime)  # the owner, if the start failed after creating it
         for close in (self.provider.disconnect, self.transport.disconnect):
             try:
                 await close(session)
             except Exception:
                 logger.exception("%s failed while undoing a start", close.__qualname__)
-        session.move_to(SessionState.ENDED)
+        if not session.is_ended:
+            session.move_to(SessionState.ENDED)
         try:
             await self.store.session_ended(session, "connect_failed", detail)
         except Exception:
@@ -538,7 +566,7 @@ class RealtimeVoiceChannel:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._input_loop(runtime))
                     group.create_task(self._output_loop(runtime))
-                    group.create_task(self._control_loop(runtime))
+                    runtime.control_task = group.create_task(self._control_loop(runtime))
             except* Exception as failure:
                 logger.error(
                     "voice session loop failed; ending the session",
@@ -549,6 +577,46 @@ class RealtimeVoiceChannel:
                         session, reason="internal_error", detail=str(failure.exceptions[0])
                     )
                 )
+
+    async def _finish_control(self, runtime: _Runtime) -> None:
+        """Let the control loop finish what was queued before the end (final transcripts are
+        never lost); what it cannot finish in time is recorded without hooks, as blocked."""
+        loop_task = runtime.control_task
+        current = asyncio.current_task()
+        if loop_task is not None and not loop_task.done() and current is not loop_task:
+            try:
+                async with asyncio.timeout(CONTROL_DRAIN_TIMEOUT_S):
+                    await runtime.control.join()
+            except TimeoutError:
+                logger.warning("control queue not drained in %ss", CONTROL_DRAIN_TIMEOUT_S)
+        while not runtime.control.empty():
+            kind, payload = runtime.control.get_nowait()
+            runtime.control.task_done()
+            session = runtime.session
+            if kind == "transcript":
+                text, role, is_final, started = payload
+                if is_final and self.emit_transcription_events and text.strip():
+                    await self.store.transcript(
+                        StoredTranscript(
+                            session_id=session.id,
+                            room_id=session.room_id,
+                            participant_id=session.participant_id if role == "user" else "",
+                            role=role,
+                            text=text,
+                            status="blocked",
+                            blocked_by="session_ended_before_hooks",
+                            occurred_at=started or datetime.now(UTC),
+                        )
+                    )
+            else:
+                call_id, name, arguments = payload
+                record = StoredToolCall(
+                    session.id, call_id, name, arguments if isinstance(arguments, dict) else {}
+                )
+                await self.store.tool_call_started(record)
+                record.status, record.error = "cancelled", "the session ended before the call ran"
+                record.finished_at = datetime.now(UTC)
+                await self.store.tool_call_finished(record)
 
     async def _cancel_tasks(self, runtime: _Runtime) -> None:
         tasks = [task for task in (runtime.owner, *runtime.tasks) if task is not None]
@@ -695,7 +763,10 @@ class RealtimeVoiceChannel:
                 runtime.outbound.task_done()
 
     async def _send_audio(self, runtime: _Runtime, pcm: bytes) -> None:
+        generation = runtime.generation
         await self.transport.send_audio(runtime.session, pcm)
+        if generation != runtime.generation:
+            return  # a barge-in came while this chunk was in flight: not part of the new count
         if runtime.first_sent_at is None:
             runtime.first_sent_at = time.monotonic()
         runtime.sent_ms += len(pcm) / 2 / runtime.transport_rate * 1000
@@ -978,9 +1049,9 @@ class RealtimeVoiceChannel:
                 logger.exception("tool %s raised", name)
                 status, result = (
                     "failed",
-                    _error_json(
-                        f"Tool '{name}' failed: {type(error).__name__}: {str(error)[:200]}"
-                    ),
+                    # The exception's text stays in the log: it may hold internals. A handler
+                    # that wants to tell the model something returns it instead.
+                    _error_json(f"Tool '{name}' failed ({type(error).__name__})"),
                 )
 
         if hooks:
@@ -1010,6 +1081,10 @@ class RealtimeVoiceChannel:
             "only the first {kept} are shown]"
         )
         kept = max(0, limit - len(notice.format(kept=limit)))
+        # The notice is shorter when ``kept`` has fewer digits than ``limit``: keep as much
+        # as still fits, so the result fills the limit without going over it.
+        while kept + 1 + len(notice.format(kept=kept + 1)) <= limit:
+            kept += 1
         return (result[:kept] + notice.format(kept=kept))[:limit]
 
     # --- errors and disconnects --------------------------------------------------------------

@@ -112,11 +112,14 @@ def voice_session_create(
     channel_id: str = "voice",
     host_channel_name: str = "",
     metadata: dict[str, Any] | None = None,
+    session_id: uuid.UUID | str | None = None,
 ) -> VoiceSession:
-    """A new session in CONNECTING. The provider comes from the agent unless given."""
+    """A new session in CONNECTING. The provider comes from the agent unless given;
+    ``session_id`` lets the row share the live session's id."""
     _require_tenant(tenant, room, agent)
     kind = provider_kind or (agent.provider_kind if agent else "")
     session = VoiceSession(
+        id=uuid.UUID(str(session_id)) if session_id else uuid.uuid4(),
         tenant=tenant,
         room=room,
         agent=agent,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 from django.db import connection
 
 from rooms import services
@@ -20,13 +19,6 @@ from rooms.models import Access, EventKind, EventRole, RoomEvent
 from tests.fixtures.actors import TenantWorld
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_layer(flush_redis: None) -> Iterator[None]:
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.mark.django_db(transaction=True)

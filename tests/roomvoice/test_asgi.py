@@ -18,6 +18,7 @@ async def test_http_goes_to_django() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)  # the auth middleware reads the session store
 async def test_websocket_to_an_unknown_path_is_refused() -> None:
     communicator = WebsocketCommunicator(
         application,
@@ -31,6 +32,7 @@ async def test_websocket_to_an_unknown_path_is_refused() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
 async def test_websocket_from_a_foreign_origin_is_refused() -> None:
     communicator = WebsocketCommunicator(
         application,

@@ -1,0 +1,198 @@
+"""The engine on the database: an Agent row becomes a channel; sessions, transcripts and
+tool calls land in VoiceSession, RoomEvent and ToolCall rows; bindings gate audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from rooms import services as room_services
+from rooms.models import Access, ChannelBinding, EventKind, RoomEvent
+from tests.fixtures.actors import TenantWorld
+from voice import services as voice_services
+from voice.agents import ProviderUnavailable, agent_config_load, channel_for_agent, provider_for
+from voice.channels import RealtimeVoiceChannel
+from voice.django_store import DjangoStore
+from voice.mock import MockRealtimeProvider, MockRealtimeTransport
+from voice.models import Agent, SessionState, ToolCall, ToolCallStatus, VoiceSession
+
+FRAME = b"\x10\x00" * 320  # 20 ms at 16 kHz
+
+
+@database_sync_to_async
+def _mock_agent(world: TenantWorld) -> Agent:
+    return voice_services.agent_create(
+        tenant=world.tenant,
+        slug="mock",
+        name="Mock agent",
+        provider_kind="mock",
+        system_prompt="Be brief.",
+        tools=[world.tool],
+    )
+
+
+async def _channel(
+    world: TenantWorld, agent: Agent
+) -> tuple[RealtimeVoiceChannel, MockRealtimeTransport]:
+    config = await database_sync_to_async(agent_config_load)(tenant=world.tenant, agent=agent)
+    transport = MockRealtimeTransport()
+    store = DjangoStore(tenant=world.tenant, agent=agent, transport="mock")
+    return channel_for_agent(config, transport=transport, store=store), transport
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_an_agent_row_runs_a_whole_session_into_the_database(world_a: TenantWorld) -> None:
+    agent = await _mock_agent(world_a)
+    channel, transport = await _channel(world_a, agent)
+    provider = channel.provider
+    assert isinstance(provider, MockRealtimeProvider)
+
+    session = await channel.start_session("room-1", "caller")
+    row = await VoiceSession.objects.aget(pk=session.id)
+    assert (row.state, row.agent_id, row.provider_kind) == (SessionState.ACTIVE, agent.pk, "mock")
+    connect = next(call for call in provider.calls if call.method == "connect")
+    assert connect.kwargs["system_prompt"] == "Be brief."
+    assert [tool["name"] for tool in connect.kwargs["tools"]] == ["get_weather"]
+
+    await provider.simulate_speech_start(session)
+    await provider.simulate_transcription(session, "Weather in Paris?", role="user")
+    await provider.simulate_tool_call(session, "call-1", "get_weather", {"city": "Paris"})
+    await provider.simulate_transcription(session, "It is 21 degrees.", role="assistant")
+    assert await channel.end_session(session.id, reason="client_hangup") is True
+
+    row = await VoiceSession.objects.aget(pk=session.id)
+    assert (row.state, row.end_reason) == (SessionState.ENDED, "client_hangup")
+    events = [
+        (event.role, event.text, event.status)
+        async for event in RoomEvent.objects.filter(
+            session_id=session.id, kind=EventKind.TRANSCRIPT
+        ).order_by("index")
+    ]
+    assert events == [
+        ("user", "Weather in Paris?", "delivered"),
+        ("assistant", "It is 21 degrees.", "delivered"),
+    ]
+    call = await ToolCall.objects.aget(session_id=session.id)
+    assert (call.name, call.status, call.arguments) == (
+        "get_weather",
+        ToolCallStatus.SUCCEEDED,
+        {"city": "Paris"},
+    )
+    assert json.loads(call.result) == {"city": "Paris", "temperature": 21}
+    assert call.tool_id == world_a.tool.pk
+    assert provider.tool_results == [(session.id, "call-1", call.result)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_connect_leaves_an_ended_row_with_the_reason(world_a: TenantWorld) -> None:
+    agent = await _mock_agent(world_a)
+    channel, transport = await _channel(world_a, agent)
+    assert isinstance(channel.provider, MockRealtimeProvider)
+    channel.provider.fail_connect = ConnectionError("vendor down")
+
+    with pytest.raises(ConnectionError):
+        await channel.start_session("room-1", "caller")
+
+    row = await VoiceSession.objects.aget(participant_id="caller")
+    assert (row.state, row.end_reason) == (SessionState.ENDED, "connect_failed")
+    assert "vendor down" in row.end_detail
+    assert channel.sessions == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_muted_binding_in_the_database_stops_caller_audio(world_a: TenantWorld) -> None:
+    await database_sync_to_async(room_services.binding_set_muted)(
+        tenant=world_a.tenant, binding=world_a.binding, muted=True
+    )
+    agent = await _mock_agent(world_a)
+    channel, transport = await _channel(world_a, agent)
+    session = await channel.start_session("room-1", "caller")
+
+    await transport.simulate_client_audio(session, FRAME)
+
+    assert isinstance(channel.provider, MockRealtimeProvider)
+    assert channel.provider.sent_audio == []
+    await channel.end_session(session.id)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_participant_gets_their_own_read_write_binding(world_a: TenantWorld) -> None:
+    agent = await _mock_agent(world_a)
+    channel, transport = await _channel(world_a, agent)
+
+    session = await channel.start_session("room-1", "newcomer")
+    await transport.simulate_client_audio(session, FRAME)
+
+    binding = await ChannelBinding.objects.aget(room=world_a.room, participant_id="newcomer")
+    assert (binding.channel_id, binding.access) == ("voice", Access.READ_WRITE)
+    assert isinstance(channel.provider, MockRealtimeProvider)
+    assert channel.provider.sent_audio == [(session.id, FRAME)]
+    await channel.end_session(session.id)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_another_tenants_room_cannot_host_a_session(
+    world_a: TenantWorld, world_b: TenantWorld
+) -> None:
+    agent = await _mock_agent(world_b)
+    channel, transport = await _channel(world_b, agent)
+
+    with pytest.raises(Exception, match="does not exist"):
+        await channel.start_session(str(world_a.room.pk), "intruder")
+
+    assert await VoiceSession.objects.filter(room=world_a.room).acount() == 0
+    assert (
+        await ChannelBinding.objects.filter(room=world_a.room, participant_id="intruder").acount()
+        == 0
+    )
+    assert channel.sessions == []
+
+
+@pytest.mark.django_db
+def test_an_agent_whose_provider_is_not_built_yet_says_so(world_a: TenantWorld) -> None:
+    config = agent_config_load(tenant=world_a.tenant, agent=world_a.agent)
+
+    assert "sk-" not in repr(config)
+    with pytest.raises(ProviderUnavailable, match="OpenAI Realtime"):
+        provider_for(config)
+
+
+@pytest.mark.django_db
+def test_loading_another_tenants_agent_is_refused(
+    world_a: TenantWorld, world_b: TenantWorld
+) -> None:
+    with pytest.raises(PermissionError):
+        agent_config_load(tenant=world_b.tenant, agent=world_a.agent)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_transcripts_written_while_the_session_ends_are_not_lost(
+    world_a: TenantWorld,
+) -> None:
+    agent = await _mock_agent(world_a)
+    channel, transport = await _channel(world_a, agent)
+    session = await channel.start_session("room-1", "caller")
+    assert isinstance(channel.provider, MockRealtimeProvider)
+
+    for number in range(45):  # more than two writer batches
+        channel.provider._callbacks["transcription"][0](
+            session, f"line {number}", "assistant", True
+        )
+    await asyncio.wait_for(channel.end_session(session.id), timeout=30)
+
+    texts = [
+        text
+        async for text in RoomEvent.objects.filter(session_id=session.id)
+        .order_by("index")
+        .values_list("text", flat=True)
+    ]
+    assert texts == [f"line {number}" for number in range(45)]

@@ -1,0 +1,184 @@
+"""An ``Agent`` row becomes a configured ``RealtimeVoiceChannel`` (no code needed per agent).
+
+``agent_config_load`` reads everything a session needs once, in one place, into a frozen
+dataclass (the ORM stays off the audio path); ``channel_for_agent`` builds the provider from
+the registry and the tenant's credential, the tools from their rows, and the channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from providers.base import RealtimeVoiceProvider
+from providers.models import ProviderCredential
+from providers.registry import get_spec
+from providers.services import credential_reveal
+from rooms.models import Tenant
+from voice.channels import RealtimeVoiceChannel
+from voice.django_store import DjangoStore
+from voice.kit import Tool
+from voice.models import Agent, ToolHandlerKind
+from voice.store import SessionStore
+from voice.transports.base import RealtimeTransport
+from voice.validation import python_handler_allowed
+
+logger = logging.getLogger(__name__)
+
+
+class ProviderUnavailable(RuntimeError):
+    """The agent's provider cannot be built (not in this build, or no credential)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    handler_kind: str
+    handler: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    tenant_id: Any
+    agent_id: Any
+    slug: str
+    provider_kind: str
+    model: str
+    voice: str
+    system_prompt: str
+    temperature: float | None
+    provider_config: dict[str, Any]
+    input_sample_rate: int
+    output_sample_rate: int
+    transport_sample_rate: int | None
+    mute_on_tool_call: bool
+    tool_result_max_length: int
+    emit_transcription_events: bool
+    tools: tuple[ToolSpec, ...]
+    api_key: str = field(default="", repr=False)
+
+
+def agent_config_load(*, tenant: Tenant, agent: Agent) -> AgentConfig:
+    """Everything a session of ``agent`` needs, read once (sync: call it off the event loop)."""
+    if agent.tenant_id != tenant.pk:
+        raise PermissionError("the agent belongs to another tenant")
+    api_key = ""
+    if agent.credential_id is not None:
+        credential = ProviderCredential.objects.get(pk=agent.credential_id, tenant=tenant)
+        api_key = credential_reveal(tenant=tenant, credential=credential)
+    tools = tuple(
+        ToolSpec(
+            name=tool.name,
+            description=tool.description,
+            parameters=tool.parameters or {"type": "object", "properties": {}},
+            handler_kind=tool.handler_kind,
+            handler=tool.handler,
+            timeout_seconds=tool.timeout_seconds,
+        )
+        for tool in agent.tools.filter(enabled=True).order_by("name")
+    )
+    return AgentConfig(
+        tenant_id=tenant.pk,
+        agent_id=agent.pk,
+        slug=agent.slug,
+        provider_kind=agent.provider_kind,
+        model=agent.model,
+        voice=agent.voice,
+        system_prompt=agent.system_prompt,
+        temperature=agent.temperature,
+        provider_config=dict(agent.provider_config or {}),
+        input_sample_rate=agent.input_sample_rate,
+        output_sample_rate=agent.output_sample_rate,
+        transport_sample_rate=agent.transport_sample_rate,
+        mute_on_tool_call=agent.mute_on_tool_call,
+        tool_result_max_length=agent.tool_result_max_length,
+        emit_transcription_events=agent.emit_transcription_events,
+        tools=tools,
+        api_key=api_key,
+    )
+
+
+def provider_for(config: AgentConfig) -> RealtimeVoiceProvider:
+    spec = get_spec(config.provider_kind)
+    try:
+        provider_class = spec.client_class()
+    except (ImportError, AttributeError):
+        raise ProviderUnavailable(
+            f"the {spec.label} provider is not available in this build"
+        ) from None
+    if config.provider_kind == "mock":
+        provider: RealtimeVoiceProvider = provider_class(model=config.model or None)
+        return provider
+    if not config.api_key:
+        raise ProviderUnavailable(f"agent {config.slug!r} has no {spec.label} credential")
+    options: dict[str, Any] = {"api_key": config.api_key}
+    if config.model:
+        options["model"] = config.model
+    provider = provider_class(**options)
+    return provider
+
+
+def tool_for(spec: ToolSpec) -> Tool | dict[str, Any]:
+    """A Tool with its handler when it runs here; else its definition (the call then gets a
+    clear error from the engine, or an answer from an ON_TOOL_CALL hook)."""
+    if spec.handler_kind == ToolHandlerKind.PYTHON and python_handler_allowed(spec.handler):
+        module_name, _, attribute = spec.handler.rpartition(".")
+        try:
+            handler = getattr(import_module(module_name), attribute)
+        except (ImportError, AttributeError):
+            logger.error("tool %s: handler %s cannot be imported", spec.name, spec.handler)
+        else:
+            tool = Tool(
+                name=spec.name,
+                description=spec.description,
+                parameters=spec.parameters,
+                handler=handler,
+            )
+            return tool
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": spec.parameters,
+    }
+
+
+def channel_for_agent(
+    config: AgentConfig,
+    *,
+    transport: RealtimeTransport,
+    store: SessionStore | None = None,
+    provider: RealtimeVoiceProvider | None = None,
+    channel_id: str = "voice",
+) -> RealtimeVoiceChannel:
+    return RealtimeVoiceChannel(
+        channel_id,
+        provider=provider or provider_for(config),
+        transport=transport,
+        system_prompt=config.system_prompt or None,
+        voice=config.voice or None,
+        tools=[tool_for(spec) for spec in config.tools] or None,
+        temperature=config.temperature,
+        input_sample_rate=config.input_sample_rate,
+        output_sample_rate=config.output_sample_rate,
+        transport_sample_rate=config.transport_sample_rate,
+        emit_transcription_events=config.emit_transcription_events,
+        mute_on_tool_call=config.mute_on_tool_call,
+        tool_result_max_length=config.tool_result_max_length,
+        provider_config=config.provider_config,
+        tool_timeout=max((spec.timeout_seconds for spec in config.tools), default=30.0),
+        store=store,
+    )
+
+
+def django_store_for(
+    *, tenant: Tenant, agent: Agent, transport: str, host_channel_name: str = ""
+) -> DjangoStore:
+    return DjangoStore(
+        tenant=tenant, agent=agent, transport=transport, host_channel_name=host_channel_name
+    )

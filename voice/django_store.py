@@ -1,0 +1,251 @@
+"""The engine's store backed by the database, for one tenant (and usually one agent).
+
+Session state goes to ``VoiceSession`` through the services' conditional transitions;
+transcripts go to the room timeline (``RoomEvent``) from a per-session writer task that
+batches them; tool calls go to ``ToolCall``. Every ORM call runs in a worker thread
+(``database_sync_to_async``) from the engine's control loop or tool tasks, never from the
+audio loops. Room ids given to ``start_session`` are the room's key (``room-1``) or its UUID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from rooms import services as room_services
+from rooms.models import ChannelBinding, EventKind, EventStatus, Room, Tenant
+from rooms.selectors import binding_for_participant
+from voice import services as voice_services
+from voice.models import Agent, EndReason, ToolCall, ToolCallStatus, VoiceSession
+from voice.session import LiveSession
+from voice.store import BindingSnapshot, SessionStore, StoredToolCall, StoredTranscript
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIPT_BATCH = 20
+WRITER_STOP_TIMEOUT_S = 30.0
+
+
+def _find_room(tenant: Tenant, room_id: str) -> Room:
+    rooms = Room.objects.filter(tenant=tenant)
+    try:
+        return rooms.get(pk=uuid.UUID(room_id))
+    except (ValueError, Room.DoesNotExist):
+        return rooms.get(key=room_id)
+
+
+def snapshot_of(binding: ChannelBinding | None) -> BindingSnapshot:
+    if binding is None:
+        return BindingSnapshot(access="none")
+    return BindingSnapshot(
+        access=str(binding.access), muted=binding.muted, output_muted=binding.output_muted
+    )
+
+
+class DjangoStore(SessionStore):
+    def __init__(
+        self,
+        *,
+        tenant: Tenant,
+        agent: Agent | None = None,
+        transport: str = "websocket",
+        host_channel_name: str = "",
+        auto_attach: bool = True,
+    ) -> None:
+        self.tenant = tenant
+        self.agent = agent
+        self.transport = transport
+        self.host_channel_name = host_channel_name
+        #: Give a participant without a binding their own read-write one (the transport
+        #: authorised them); False: they may neither speak nor hear until bound.
+        self.auto_attach = auto_attach
+        self._rooms: dict[str, Room] = {}
+        self._pending: dict[str, list[StoredTranscript]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._stopping: set[str] = set()
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    async def session_created(self, session: LiveSession) -> None:
+        room = await database_sync_to_async(_find_room)(self.tenant, session.room_id)
+        self._rooms[session.id] = room
+        await database_sync_to_async(voice_services.voice_session_create)(
+            tenant=self.tenant,
+            room=room,
+            agent=self.agent,
+            participant_id=session.participant_id,
+            channel_id=session.channel_id,
+            transport=self.transport,
+            provider_kind=self.agent.provider_kind if self.agent else "mock",
+            host_channel_name=self.host_channel_name,
+            metadata={key: value for key, value in session.metadata.items() if _is_json(value)},
+            session_id=session.id,
+        )
+        self._pending[session.id] = []
+        self._wakeups[session.id] = asyncio.Event()
+        self._writers[session.id] = asyncio.create_task(self._writer(session))
+
+    async def load_binding(self, session: LiveSession) -> BindingSnapshot:
+        room = self._rooms[session.id]
+
+        def load() -> ChannelBinding | None:
+            binding = binding_for_participant(
+                room=room, channel_id=session.channel_id, participant_id=session.participant_id
+            )
+            if binding is None and self.auto_attach:
+                binding, _ = room_services.binding_attach(
+                    tenant=self.tenant,
+                    room=room,
+                    channel_id=session.channel_id,
+                    participant_id=session.participant_id,
+                )
+            return binding
+
+        return snapshot_of(await database_sync_to_async(load)())
+
+    async def session_activated(self, session: LiveSession) -> None:
+        await database_sync_to_async(voice_services.voice_session_activate)(
+            tenant=self.tenant,
+            session_id=session.id,
+            provider_session_id=session.provider_session_id,
+        )
+
+    async def session_ended(self, session: LiveSession, reason: str, detail: str) -> None:
+        await self._stop_writer(session.id)
+        if reason not in EndReason.values:
+            detail, reason = f"{reason}: {detail}", EndReason.INTERNAL_ERROR
+        await database_sync_to_async(voice_services.voice_session_end)(
+            tenant=self.tenant, session_id=session.id, reason=reason, detail=detail
+        )
+        self._rooms.pop(session.id, None)
+
+    # --- transcripts (batched per session) ---------------------------------------------------
+
+    async def transcript(self, record: StoredTranscript) -> None:
+        pending = self._pending.get(record.session_id)
+        if pending is None:  # the writer is gone (session ending): write directly
+            await self._write(record.session_id, [record])
+            return
+        pending.append(record)
+        self._wakeups[record.session_id].set()
+
+    async def _writer(self, session: LiveSession) -> None:
+        """Writes batches as they come; stops (after a last drain) when asked. It is never
+        cancelled mid-write, so a batch is never half-known."""
+        wakeup = self._wakeups[session.id]
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            await self._drain(session.id)
+            if session.id in self._stopping:
+                return
+
+    async def _drain(self, session_id: str) -> None:
+        pending = self._pending.get(session_id)
+        while pending:
+            batch, pending[:] = pending[:TRANSCRIPT_BATCH], pending[TRANSCRIPT_BATCH:]
+            try:
+                await self._write(session_id, batch)
+            except Exception:
+                logger.exception("could not write %d transcript(s); keeping them", len(batch))
+                pending[:0] = batch
+                return
+
+    async def _write(self, session_id: str, batch: list[StoredTranscript]) -> None:
+        room = self._rooms.get(session_id)
+        if room is None:
+            logger.error("transcript for session %s has no room; dropped", session_id)
+            return
+
+        def write() -> None:
+            session = VoiceSession.objects.filter(pk=session_id).first()
+            room_services.room_events_append(
+                tenant=self.tenant,
+                room=room,
+                events=[
+                    room_services.NewRoomEvent(
+                        kind=EventKind.TRANSCRIPT,
+                        role=record.role,
+                        text=record.text,
+                        status=EventStatus.BLOCKED
+                        if record.status == "blocked"
+                        else EventStatus.DELIVERED,
+                        blocked_by=record.blocked_by[:100],
+                        session=session,
+                        channel_id=session.channel_id if session else "",
+                        participant_id=record.participant_id,
+                        occurred_at=record.occurred_at,
+                    )
+                    for record in batch
+                ],
+            )
+
+        await database_sync_to_async(write)()
+
+    async def _stop_writer(self, session_id: str) -> None:
+        writer = self._writers.pop(session_id, None)
+        if writer is not None:
+            self._stopping.add(session_id)
+            self._wakeups[session_id].set()
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout=WRITER_STOP_TIMEOUT_S)
+            except TimeoutError:
+                logger.error("transcript writer did not finish in %ss", WRITER_STOP_TIMEOUT_S)
+            self._stopping.discard(session_id)
+        await self._drain(session_id)  # whatever arrived meanwhile
+        if self._pending.get(session_id):
+            logger.error("%d transcript(s) could not be written", len(self._pending[session_id]))
+        self._pending.pop(session_id, None)
+        self._wakeups.pop(session_id, None)
+
+    async def flush(self) -> None:
+        for session_id in list(self._pending):
+            await self._drain(session_id)
+
+    # --- tool calls --------------------------------------------------------------------------
+
+    async def tool_call_started(self, record: StoredToolCall) -> None:
+        def start() -> None:
+            session = VoiceSession.objects.get(pk=record.session_id, tenant=self.tenant)
+            tool = None
+            if self.agent is not None:
+                tool = self.agent.tools.filter(name=record.name).first()
+            call = voice_services.tool_call_create(
+                tenant=self.tenant,
+                session=session,
+                call_id=record.call_id,
+                name=record.name,
+                arguments=record.arguments,
+                tool=tool,
+            )
+            voice_services.tool_call_start(tenant=self.tenant, tool_call_id=call.pk)
+
+        await database_sync_to_async(start)()
+
+    async def tool_call_finished(self, record: StoredToolCall) -> None:
+        def finish() -> None:
+            call = ToolCall.objects.filter(
+                session_id=uuid.UUID(record.session_id), call_id=record.call_id, tenant=self.tenant
+            ).first()
+            if call is None:
+                logger.error("tool call %s finished but was never recorded", record.call_id)
+                return
+            status = record.status if record.status in ToolCallStatus.values else "failed"
+            voice_services.tool_call_finish(
+                tenant=self.tenant,
+                tool_call_id=call.pk,
+                status=status,
+                result=record.result,
+                error=record.error,
+            )
+
+        await database_sync_to_async(finish)()
+
+
+def _is_json(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | list | dict)
