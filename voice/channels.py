@@ -420,6 +420,7 @@ class RealtimeVoiceChannel:
                     await close(session)
                 except Exception:
                     logger.exception("%s failed while ending the session", close.__qualname__)
+            session.stats = dict(runtime.stats)
             try:
                 await self.store.session_ended(session, reason, detail)
                 await self.store.flush()

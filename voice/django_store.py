@@ -10,6 +10,7 @@ audio loops. Room ids given to ``start_session`` are the room's key (``room-1``)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from rooms import services as room_services
-from rooms.models import ChannelBinding, EventKind, EventStatus, Room, Tenant
+from rooms.models import ChannelBinding, EventKind, EventRole, EventStatus, Room, Tenant
 from rooms.selectors import binding_for_participant
 from voice import services as voice_services
 from voice.models import Agent, EndReason, ToolCall, ToolCallStatus, VoiceSession
@@ -64,7 +65,9 @@ class DjangoStore(SessionStore):
         #: authorised them); False: they may neither speak nor hear until bound.
         self.auto_attach = auto_attach
         self._rooms: dict[str, Room] = {}
-        self._pending: dict[str, list[StoredTranscript]] = {}
+        # Transcripts and tool-call starts, in the order the engine produced them: one writer
+        # per session keeps the timeline's indexes in that order.
+        self._pending: dict[str, list[StoredTranscript | StoredToolCall]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._stopping: set[str] = set()
@@ -120,7 +123,11 @@ class DjangoStore(SessionStore):
         if reason not in EndReason.values:
             detail, reason = f"{reason}: {detail}", EndReason.INTERNAL_ERROR
         await database_sync_to_async(voice_services.voice_session_end)(
-            tenant=self.tenant, session_id=session.id, reason=reason, detail=detail
+            tenant=self.tenant,
+            session_id=session.id,
+            reason=reason,
+            detail=detail,
+            metrics={"engine": dict(session.stats)},
         )
         self._rooms.pop(session.id, None)
 
@@ -156,7 +163,7 @@ class DjangoStore(SessionStore):
                 pending[:0] = batch
                 return
 
-    async def _write(self, session_id: str, batch: list[StoredTranscript]) -> None:
+    async def _write(self, session_id: str, batch: list[StoredTranscript | StoredToolCall]) -> None:
         room = self._rooms.get(session_id)
         if room is None:
             logger.error("transcript for session %s has no room; dropped", session_id)
@@ -164,25 +171,11 @@ class DjangoStore(SessionStore):
 
         def write() -> None:
             session = VoiceSession.objects.filter(pk=session_id).first()
+            channel_id = session.channel_id if session else ""
             room_services.room_events_append(
                 tenant=self.tenant,
                 room=room,
-                events=[
-                    room_services.NewRoomEvent(
-                        kind=EventKind.TRANSCRIPT,
-                        role=record.role,
-                        text=record.text,
-                        status=EventStatus.BLOCKED
-                        if record.status == "blocked"
-                        else EventStatus.DELIVERED,
-                        blocked_by=record.blocked_by[:100],
-                        session=session,
-                        channel_id=session.channel_id if session else "",
-                        participant_id=record.participant_id,
-                        occurred_at=record.occurred_at,
-                    )
-                    for record in batch
-                ],
+                events=[_timeline_event(record, session, channel_id) for record in batch],
             )
 
         await database_sync_to_async(write)()
@@ -226,6 +219,10 @@ class DjangoStore(SessionStore):
             voice_services.tool_call_start(tenant=self.tenant, tool_call_id=call.pk)
 
         await database_sync_to_async(start)()
+        pending = self._pending.get(record.session_id)
+        if pending is not None:  # on the timeline, after the transcripts queued before it
+            pending.append(record)
+            self._wakeups[record.session_id].set()
 
     async def tool_call_finished(self, record: StoredToolCall) -> None:
         def finish() -> None:
@@ -245,6 +242,32 @@ class DjangoStore(SessionStore):
             )
 
         await database_sync_to_async(finish)()
+
+
+def _timeline_event(
+    record: StoredTranscript | StoredToolCall, session: VoiceSession | None, channel_id: str
+) -> room_services.NewRoomEvent:
+    if isinstance(record, StoredToolCall):
+        return room_services.NewRoomEvent(
+            kind=EventKind.TOOL_CALL,
+            role=EventRole.TOOL,
+            text=f"{record.name}({json.dumps(record.arguments, default=str)[:500]})",
+            session=session,
+            channel_id=channel_id,
+            metadata={"call_id": record.call_id, "name": record.name},
+            occurred_at=record.started_at,
+        )
+    return room_services.NewRoomEvent(
+        kind=EventKind.TRANSCRIPT,
+        role=record.role,
+        text=record.text,
+        status=EventStatus.BLOCKED if record.status == "blocked" else EventStatus.DELIVERED,
+        blocked_by=record.blocked_by[:100],
+        session=session,
+        channel_id=channel_id,
+        participant_id=record.participant_id,
+        occurred_at=record.occurred_at,
+    )
 
 
 def _is_json(value: Any) -> bool:

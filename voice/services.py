@@ -169,7 +169,12 @@ def voice_session_activate(
 
 
 def voice_session_end(
-    *, tenant: Tenant, session_id: uuid.UUID | str, reason: str, detail: str = ""
+    *,
+    tenant: Tenant,
+    session_id: uuid.UUID | str,
+    reason: str,
+    detail: str = "",
+    metrics: dict[str, Any] | None = None,
 ) -> bool:
     """CONNECTING/ACTIVE → ENDED with a reason. Ending twice is a no-op returning False."""
     if reason not in EndReason.values:
@@ -181,6 +186,7 @@ def voice_session_end(
         ended_at=timezone.now(),
         end_reason=reason,
         end_detail=detail[:2000],
+        **({"metrics": metrics} if metrics is not None else {}),
     )
     if ended:
         logger.info("voice session ended: reason=%s session=%s", reason, session_id)

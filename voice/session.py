@@ -45,6 +45,8 @@ class LiveSession:
     created_at: float = field(default_factory=time.time)
     activated_at: float | None = None
     ended_at: float | None = None
+    #: The engine's counters (drops per policy, bad frames…), filled in when the session ends.
+    stats: dict[str, int] = field(default_factory=dict)
 
     def move_to(self, target: SessionState) -> None:
         if target not in _MOVES[self.state]:

@@ -76,6 +76,17 @@ async def test_an_agent_row_runs_a_whole_session_into_the_database(world_a: Tena
         ("user", "Weather in Paris?", "delivered"),
         ("assistant", "It is 21 degrees.", "delivered"),
     ]
+    timeline = [
+        (event.kind, event.role, event.text)
+        async for event in RoomEvent.objects.filter(session_id=session.id).order_by("index")
+    ]
+    assert timeline == [
+        ("transcript", "user", "Weather in Paris?"),
+        ("tool_call", "tool", 'get_weather({"city": "Paris"})'),
+        ("transcript", "assistant", "It is 21 degrees."),
+    ]
+    assert row.metrics["engine"]["inbound_dropped_access"] == 0
+    assert set(row.metrics["engine"]) >= {"inbound_dropped_overflow", "outbound_dropped_stale"}
     call = await ToolCall.objects.aget(session_id=session.id)
     assert (call.name, call.status, call.arguments) == (
         "get_weather",
