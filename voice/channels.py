@@ -89,6 +89,15 @@ def _check_rate(name: str, value: object, *, optional: bool = False) -> int | No
     return value
 
 
+def _warn_counted(runtime: _Runtime, counter: str, message: str) -> None:
+    """Counts a failure on the audio path; logs the first and every 500th (with the
+    traceback), so a dead peer cannot flood the log at frame rate."""
+    count = runtime.stats.get(counter, 0) + 1
+    runtime.stats[counter] = count
+    if count == 1 or count % 500 == 0:
+        logger.warning("%s (%d so far)", message, count, exc_info=True)
+
+
 def _check_temperature(value: object) -> None:
     if value is None:
         return
@@ -596,18 +605,9 @@ class RealtimeVoiceChannel:
             session = runtime.session
             if kind == "transcript":
                 text, role, is_final, started = payload
-                if is_final and self.emit_transcription_events and text.strip():
-                    await self.store.transcript(
-                        StoredTranscript(
-                            session_id=session.id,
-                            room_id=session.room_id,
-                            participant_id=session.participant_id if role == "user" else "",
-                            role=role,
-                            text=text,
-                            status="blocked",
-                            blocked_by="session_ended_before_hooks",
-                            occurred_at=started or datetime.now(UTC),
-                        )
+                if is_final:
+                    await self._record_transcript(
+                        runtime, text, role, "blocked", "session_ended_before_hooks", started
                     )
             else:
                 call_id, name, arguments = payload
@@ -700,7 +700,7 @@ class RealtimeVoiceChannel:
             try:
                 await self._forward_inbound(runtime, frame)
             except Exception:
-                logger.warning("sending caller audio to the provider failed", exc_info=True)
+                _warn_counted(runtime, "inbound_send_failures", "sending caller audio failed")
             finally:
                 runtime.inbound.task_done()
 
@@ -759,7 +759,7 @@ class RealtimeVoiceChannel:
                 if pcm:
                     await self._send_audio(runtime, pcm)
             except Exception:
-                logger.warning("sending provider audio to the caller failed", exc_info=True)
+                _warn_counted(runtime, "outbound_send_failures", "sending reply audio failed")
             finally:
                 runtime.outbound.task_done()
 
@@ -949,19 +949,33 @@ class RealtimeVoiceChannel:
             )
             if role == "assistant":
                 runtime.last_assistant_text = event.text
-        if self.emit_transcription_events and event.text.strip():
-            await self.store.transcript(
-                StoredTranscript(
-                    session_id=session.id,
-                    room_id=session.room_id,
-                    participant_id=session.participant_id if role == "user" else "",
-                    role=role,
-                    text=event.text,
-                    status=status,
-                    blocked_by=blocked_by,
-                    occurred_at=started or datetime.now(UTC),
-                )
+        await self._record_transcript(runtime, event.text, role, status, blocked_by, started)
+
+    async def _record_transcript(
+        self,
+        runtime: _Runtime,
+        text: str,
+        role: str,
+        status: str,
+        blocked_by: str,
+        started: datetime | None,
+    ) -> None:
+        """A final transcript to the store (user turns dated by their speech start)."""
+        if not self.emit_transcription_events or not text.strip():
+            return
+        session = runtime.session
+        await self.store.transcript(
+            StoredTranscript(
+                session_id=session.id,
+                room_id=session.room_id,
+                participant_id=session.participant_id if role == "user" else "",
+                role=role,
+                text=text,
+                status=status,
+                blocked_by=blocked_by,
+                occurred_at=started or datetime.now(UTC),
             )
+        )
 
     async def _run_tool(self, runtime: _Runtime, call_id: str, name: str, arguments: Any) -> None:
         session = runtime.session
