@@ -19,7 +19,8 @@ from providers.services import credential_reveal
 from rooms.models import Tenant
 from voice.channels import RealtimeVoiceChannel
 from voice.django_store import DjangoStore
-from voice.kit import Tool
+from voice.kit import RoomKit, Tool
+from voice.kit import kit as process_kit
 from voice.models import Agent, ToolHandlerKind
 from voice.store import SessionStore
 from voice.transports.base import RealtimeTransport
@@ -155,8 +156,12 @@ def channel_for_agent(
     store: SessionStore | None = None,
     provider: RealtimeVoiceProvider | None = None,
     channel_id: str = "voice",
+    hooks_kit: RoomKit | None = None,
 ) -> RealtimeVoiceChannel:
-    return RealtimeVoiceChannel(
+    """The channel for one agent. Its hooks are the process-wide kit's (the apps'
+    ``hooks.py``) unless another kit is given. Many agent channels share the channel id
+    "voice", so they use the kit's hooks without being registered in it by id."""
+    channel = RealtimeVoiceChannel(
         channel_id,
         provider=provider or provider_for(config),
         transport=transport,
@@ -174,6 +179,8 @@ def channel_for_agent(
         tool_timeout=max((spec.timeout_seconds for spec in config.tools), default=30.0),
         store=store,
     )
+    channel.kit = hooks_kit if hooks_kit is not None else process_kit
+    return channel
 
 
 def django_store_for(

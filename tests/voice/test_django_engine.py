@@ -207,3 +207,35 @@ async def test_transcripts_written_while_the_session_ends_are_not_lost(
         .values_list("text", flat=True)
     ]
     assert texts == [f"line {number}" for number in range(45)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_hooks_on_the_process_wide_kit_fire_for_agent_channels(world_a: TenantWorld) -> None:
+    from voice.kit import HookResult, HookTrigger, kit
+
+    seen: list[str] = []
+
+    async def shout(event, ctx):  # type: ignore[no-untyped-def]
+        seen.append(event.text)
+        return HookResult.modify(event.text.upper())
+
+    kit.hooks.register(HookTrigger.ON_TRANSCRIPTION, shout, name="test-shout")
+    try:
+        agent = await _mock_agent(world_a)
+        channel, transport = await _channel(world_a, agent)
+        session = await channel.start_session("room-1", "caller")
+        assert isinstance(channel.provider, MockRealtimeProvider)
+        await channel.provider.simulate_transcription(session, "hello there", role="user")
+        await channel.end_session(session.id)
+    finally:
+        kit.hooks.unregister("test-shout")
+
+    assert seen == ["hello there"]
+    texts = [
+        text
+        async for text in RoomEvent.objects.filter(session_id=session.id).values_list(
+            "text", flat=True
+        )
+    ]
+    assert texts == ["HELLO THERE"]
