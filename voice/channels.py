@@ -1100,7 +1100,11 @@ class RealtimeVoiceChannel:
         # as still fits, so the result fills the limit without going over it.
         while kept + 1 + len(notice.format(kept=kept + 1)) <= limit:
             kept += 1
-        return (result[:kept] + notice.format(kept=kept))[:limit]
+        if kept == 0:
+            # A limit too small for the notice: say as much as fits, never cut the notice.
+            short = "[truncated]"
+            return result[: max(0, limit - len(short))] + short if limit >= len(short) else ""
+        return result[:kept] + notice.format(kept=kept)
 
     # --- errors and disconnects --------------------------------------------------------------
 

@@ -32,3 +32,32 @@ async def test_a_dead_client_is_counted_per_chunk_but_logged_once(
     assert session.is_active  # the session lives on; the transport's disconnect will end it
     await channel.end_session(session.id)
     assert session.stats["outbound_send_failures"] == 40
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [(20, "xxxxxxxxx[truncated]"), (11, "[truncated]"), (5, "")],
+)
+async def test_a_limit_too_small_for_the_notice_still_never_exceeds_it_or_cuts_the_notice(
+    limit: int, expected: str
+) -> None:
+    from voice.kit import Tool
+
+    async def big() -> str:
+        return "x" * 500
+
+    provider = MockRealtimeProvider()
+    channel = RealtimeVoiceChannel(
+        "voice",
+        provider=provider,
+        transport=MockRealtimeTransport(),
+        tools=[Tool(name="big", description="", handler=big)],
+        tool_result_max_length=limit,
+    )
+    session = await channel.start_session("room-1", "user-1")
+
+    await provider.simulate_tool_call(session, "c1", "big", {})
+
+    assert provider.tool_results == [(session.id, "c1", expected)]
+    await channel.end_session(session.id)
