@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import voice.channels
+from tests.fixtures.engine import GatedConnectProvider, make_engine
 from voice.audio import DEFAULT_MAX_FRAME_BYTES, rms_dbfs
 from voice.channels import PRECONNECT_MAX_BYTES, RealtimeVoiceChannel
 from voice.events import AudioLevelEvent
@@ -35,20 +36,6 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-class GatedConnectProvider(MockRealtimeProvider):
-    """connect() waits until the test releases it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connect_entered = asyncio.Event()
-        self.release_connect = asyncio.Event()
-
-    async def connect(self, session: LiveSession, **options: Any) -> None:
-        self.connect_entered.set()
-        await self.release_connect.wait()
-        await super().connect(session, **options)
 
 
 class GatedTransport(MockRealtimeTransport):
@@ -80,18 +67,9 @@ class GatedTransport(MockRealtimeTransport):
 
 
 def build(
-    *,
-    provider: MockRealtimeProvider | None = None,
-    transport: MockRealtimeTransport | None = None,
-    store: MemoryStore | None = None,
     **options: Any,
 ) -> tuple[RealtimeVoiceChannel, MockRealtimeProvider, MockRealtimeTransport, MemoryStore]:
-    provider = provider if provider is not None else MockRealtimeProvider()
-    transport = transport if transport is not None else MockRealtimeTransport()
-    store = store if store is not None else MemoryStore()
-    channel = RealtimeVoiceChannel(
-        "voice", provider=provider, transport=transport, store=store, **options
-    )
+    channel, provider, transport, store, _ = make_engine(**options)
     return channel, provider, transport, store
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.engine import GatedConnectProvider, make_engine
 from voice.channels import RealtimeVoiceChannel
 from voice.events import SessionEndedEvent, SessionStartedEvent
 from voice.kit import HookContext, HookTrigger, RoomKit, Tool
@@ -22,38 +23,15 @@ WAIT_S = 2.0
 FRAME = b"\x01\x00" * 320  # 20 ms of 16 kHz PCM16
 
 
-class GatedConnectProvider(MockRealtimeProvider):
-    """connect() waits until the test releases it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connect_entered = asyncio.Event()
-        self.release_connect = asyncio.Event()
-
-    async def connect(self, session: LiveSession, **options: Any) -> None:
-        self.connect_entered.set()
-        await self.release_connect.wait()
-        await super().connect(session, **options)
-
-
 class FailingActivationStore(MemoryStore):
     async def session_activated(self, session: LiveSession) -> None:
         raise RuntimeError("database is down")
 
 
 def build(
-    *,
-    provider: MockRealtimeProvider | None = None,
-    transport: MockRealtimeTransport | None = None,
-    store: MemoryStore | None = None,
     **options: Any,
 ) -> tuple[RealtimeVoiceChannel, MockRealtimeProvider, MockRealtimeTransport, MemoryStore]:
-    provider = provider if provider is not None else MockRealtimeProvider()
-    transport = transport if transport is not None else MockRealtimeTransport()
-    store = store if store is not None else MemoryStore()
-    channel = RealtimeVoiceChannel(
-        "voice", provider=provider, transport=transport, store=store, **options
-    )
+    channel, provider, transport, store, _ = make_engine(**options)
     return channel, provider, transport, store
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.engine import make_engine
 from voice.channels import RealtimeVoiceChannel
 from voice.events import ToolCallEvent
 from voice.kit import HookContext, HookResult, HookTrigger, RoomKit, Tool
@@ -66,16 +67,10 @@ class Gate:
 
 
 def build(
-    *, provider: MockRealtimeProvider | None = None, **options: Any
+    **options: Any,
 ) -> tuple[RealtimeVoiceChannel, MockRealtimeProvider, MockRealtimeTransport, MemoryStore, RoomKit]:
-    provider = provider if provider is not None else MockRealtimeProvider()
-    transport = MockRealtimeTransport()
-    store = MemoryStore()
-    channel = RealtimeVoiceChannel(
-        "voice", provider=provider, transport=transport, store=store, **options
-    )
-    kit = RoomKit()
-    kit.register_channel(channel)
+    channel, provider, transport, store, kit = make_engine(with_kit=True, **options)
+    assert kit is not None
     return channel, provider, transport, store, kit
 
 

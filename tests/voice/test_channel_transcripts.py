@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import voice.channels
+from tests.fixtures.engine import make_engine
 from voice.channels import RealtimeVoiceChannel
 from voice.events import TranscriptionEvent
 from voice.kit import HookContext, HookResult, HookTrigger, RoomKit, Tool
@@ -53,16 +54,10 @@ class FrozenDatetime(datetime):
 
 
 def build(
-    *, store: MemoryStore | None = None, **options: Any
+    **options: Any,
 ) -> tuple[RealtimeVoiceChannel, MockRealtimeProvider, MockRealtimeTransport, MemoryStore, RoomKit]:
-    provider = MockRealtimeProvider()
-    transport = MockRealtimeTransport()
-    store = store if store is not None else MemoryStore()
-    channel = RealtimeVoiceChannel(
-        "voice", provider=provider, transport=transport, store=store, **options
-    )
-    kit = RoomKit()
-    kit.register_channel(channel)
+    channel, provider, transport, store, kit = make_engine(with_kit=True, **options)
+    assert kit is not None
     return channel, provider, transport, store, kit
 
 
