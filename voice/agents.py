@@ -18,7 +18,6 @@ from providers.registry import get_spec
 from providers.services import credential_reveal
 from rooms.models import Tenant
 from voice.channels import RealtimeVoiceChannel
-from voice.django_store import DjangoStore
 from voice.kit import RoomKit, Tool
 from voice.kit import kit as process_kit
 from voice.models import Agent, ToolHandlerKind
@@ -181,11 +180,3 @@ def channel_for_agent(
     )
     channel.kit = hooks_kit if hooks_kit is not None else process_kit
     return channel
-
-
-def django_store_for(
-    *, tenant: Tenant, agent: Agent, transport: str, host_channel_name: str = ""
-) -> DjangoStore:
-    return DjangoStore(
-        tenant=tenant, agent=agent, transport=transport, host_channel_name=host_channel_name
-    )

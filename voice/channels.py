@@ -171,8 +171,6 @@ class _Runtime:
     preconnect_bytes: int = 0
     generation: int = 0
     accepting_audio: bool = True
-    responding: bool = False
-    user_speaking: bool = False
     speech_started_at: datetime | None = None
     was_barge_in: bool = False
     sent_ms: float = 0.0  # reply audio handed to the transport since the reply started
@@ -467,10 +465,6 @@ class RealtimeVoiceChannel:
         runtime = self._live_runtime(session_id, "interrupt")
         await self.provider.interrupt(runtime.session)
         await self._barge_in(runtime)
-
-    def report_playback(self, session: LiveSession, played_ms: int) -> None:
-        """How much of the current reply the caller has heard (client playback reports)."""
-        self._on_playback(session, played_ms)
 
     async def settle(self, session: LiveSession) -> None:
         """Wait until everything received so far for the session has been handled."""
@@ -808,7 +802,6 @@ class RealtimeVoiceChannel:
         runtime = self._runtimes.get(session.id)
         if runtime is None or runtime.ending:
             return
-        runtime.user_speaking = True
         runtime.speech_started_at = datetime.now(UTC)
         await self._barge_in(runtime)
         self._fire(HookTrigger.ON_SPEECH_START, session, session)
@@ -852,7 +845,6 @@ class RealtimeVoiceChannel:
         runtime = self._runtimes.get(session.id)
         if runtime is None or runtime.ending:
             return
-        runtime.user_speaking = False
         self._fire(HookTrigger.ON_SPEECH_END, session, session)
         await self._send(runtime, {"type": "speaking", "speaking": False, "who": "user"})
 
@@ -860,7 +852,6 @@ class RealtimeVoiceChannel:
         runtime = self._runtimes.get(session.id)
         if runtime is None or runtime.ending:
             return
-        runtime.responding = True
         runtime.accepting_audio = True
         runtime.sent_ms, runtime.first_sent_at, runtime.played_ms = 0.0, None, None
         await self._send(runtime, {"type": "speaking", "speaking": True, "who": "assistant"})
@@ -869,7 +860,6 @@ class RealtimeVoiceChannel:
         runtime = self._runtimes.get(session.id)
         if runtime is None or runtime.ending:
             return
-        runtime.responding = False
         try:
             runtime.outbound.put_nowait(END_OF_RESPONSE)
         except asyncio.QueueFull:
