@@ -18,6 +18,7 @@ class ProviderKind(models.TextChoices):
     GEMINI = "gemini", "Google Gemini Live"
     ELEVENLABS = "elevenlabs", "ElevenLabs Conversational AI"
     MOCK = "mock", "Mock (testing)"
+    ECHO = "echo", "Echo test (no AI)"
 
 
 class ProviderCredential(models.Model):

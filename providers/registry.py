@@ -30,6 +30,8 @@ class ProviderSpec:
     client_path: str  # "package.module:ClassName"
     config_path: str  # "package.module:SchemaName"
     secret_label: str  # what the credential's secret is called by the vendor
+    #: False for providers that run here and need no API key (mock, echo).
+    needs_credential: bool = True
 
     def config_schema(self) -> Any:
         return _load(self.config_path)
@@ -80,6 +82,15 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "voice.mock:MockRealtimeProvider",
             "providers.mock.config:MockProviderConfig",
             "unused",
+            needs_credential=False,
+        ),
+        ProviderSpec(
+            "echo",
+            "Echo test (no AI)",
+            "providers.echo:EchoRealtimeProvider",
+            "providers.echo.config:EchoProviderConfig",
+            "unused",
+            needs_credential=False,
         ),
     )
 }

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 BINDING_CHANGED = "room.binding_changed"
 EVENT_APPENDED = "room.event_appended"
+SESSION_CHANGED = "room.session_changed"
+TOOL_CALL_CHANGED = "room.tool_call_changed"
 
 
 def room_group_name(room_id: uuid.UUID | str) -> str:
@@ -57,6 +59,41 @@ def event_appended_message(event: RoomEvent) -> dict[str, Any]:
         "channel_id": event.channel_id,
         "participant_id": event.participant_id,
         "occurred_at": event.occurred_at.isoformat(),
+    }
+
+
+def session_changed_message(
+    *,
+    room_id: uuid.UUID | str,
+    session_id: uuid.UUID | str,
+    state: str,
+    participant_id: str,
+    agent: str,
+    transport: str,
+    end_reason: str,
+) -> dict[str, Any]:
+    return {
+        "type": SESSION_CHANGED,
+        "room_id": str(room_id),
+        "session_id": str(session_id),
+        "state": state,
+        "participant_id": participant_id,
+        "agent": agent,
+        "transport": transport,
+        "end_reason": end_reason,
+    }
+
+
+def tool_call_changed_message(
+    *, room_id: uuid.UUID | str, session_id: uuid.UUID | str, call_id: str, name: str, status: str
+) -> dict[str, Any]:
+    return {
+        "type": TOOL_CALL_CHANGED,
+        "room_id": str(room_id),
+        "session_id": str(session_id),
+        "call_id": call_id,
+        "name": name,
+        "status": status,
     }
 
 

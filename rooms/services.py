@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from rooms.models import (
     Tenant,
     User,
 )
+from rooms.tokens import MAX_TTL_SECONDS, PERMISSIONS, room_token_sign
 from roomvoice.lib.secrets import hash_token, new_token, tokens_equal
 
 if TYPE_CHECKING:
@@ -183,6 +185,40 @@ def room_create(
     room.full_clean()
     room.save()
     return room
+
+
+def room_token_create(
+    *,
+    tenant: Tenant,
+    room: Room,
+    participant_id: str,
+    permissions: Iterable[str] = ("speak", "listen"),
+    ttl_seconds: int = 3600,
+) -> str:
+    """A signed token letting ``participant_id`` into ``room`` with ``permissions``
+    (speak, listen, observe) for ``ttl_seconds``. Ids starting "user:" are reserved for
+    logged-in users."""
+    _require_tenant(tenant, room)
+    participant_id = participant_id.strip()
+    errors: dict[str, str] = {}
+    if not participant_id or len(participant_id) > 200:
+        errors["participant_id"] = "A participant id of 1 to 200 characters is required."
+    elif participant_id.startswith("user:"):
+        errors["participant_id"] = "Participant ids starting with 'user:' are reserved."
+    wanted = frozenset(permissions)
+    if not wanted or not wanted <= PERMISSIONS:
+        errors["permissions"] = f"Choose from {sorted(PERMISSIONS)}."
+    if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        errors["ttl_seconds"] = f"Between 1 and {MAX_TTL_SECONDS} seconds."
+    if errors:
+        raise ValidationError(errors)
+    return room_token_sign(
+        tenant_id=tenant.pk,
+        room_id=room.pk,
+        participant_id=participant_id,
+        permissions=wanted,
+        expires_at=int(time.time()) + ttl_seconds,
+    )
 
 
 def room_set_status(*, tenant: Tenant, room: Room, status: str) -> Room:

@@ -108,6 +108,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -235,6 +238,9 @@ ROOMVOICE_ENCRYPTION_KEYS = _encryption_keys or [
 # Python callables a tenant's Tool may name: exact dotted paths, or module prefixes ending
 # in "." ("myapp.tools."). Empty: only webhook tools can be defined.
 ROOMVOICE_TOOL_HANDLER_ALLOWLIST = env_list("ROOMVOICE_TOOL_HANDLER_ALLOWLIST", [])
+# A dotted path to ``async def authenticate(connection) -> dict | None``: admits voice
+# callers who have neither a login nor a room token (docs/protocol.md).
+ROOMVOICE_VOICE_AUTHENTICATE = env_str("ROOMVOICE_VOICE_AUTHENTICATE", "")
 
 # --- REST framework -------------------------------------------------------------------------
 

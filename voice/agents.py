@@ -111,7 +111,7 @@ def provider_for(config: AgentConfig) -> RealtimeVoiceProvider:
         raise ProviderUnavailable(
             f"the {spec.label} provider is not available in this build"
         ) from None
-    if config.provider_kind == "mock":
+    if not spec.needs_credential:  # runs here: no key, no vendor options
         provider: RealtimeVoiceProvider = provider_class(model=config.model or None)
         return provider
     if not config.api_key:

@@ -182,6 +182,8 @@ class _Runtime:
     level_out: LevelThrottle = field(default_factory=LevelThrottle)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     owner: asyncio.Task[None] | None = None
+    #: provider.connect() in flight: an end_session during the start cancels it.
+    connecting: asyncio.Future[None] | None = None
     control_task: asyncio.Task[None] | None = None
     ending: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -281,6 +283,7 @@ class RealtimeVoiceChannel:
         transport.on_audio_received(self._on_client_audio)
         transport.on_client_disconnected(self._on_client_disconnected)
         transport.on_playback(self._on_playback)
+        transport.on_client_message(self._on_client_message)
         for double in (provider, transport):
             add_settler = getattr(double, "add_settler", None)  # test doubles (voice.mock)
             if add_settler is not None:
@@ -327,20 +330,10 @@ class RealtimeVoiceChannel:
         with log_context(session=session.id, room=session.room_id):
             try:
                 await self.store.session_created(session)
-                runtime.binding = await self.store.load_binding(session)
+                runtime.binding = self._effective(session, await self.store.load_binding(session))
                 await self.transport.accept(session, connection)
                 self._configure_audio(runtime)
-                await self.provider.connect(
-                    session,
-                    system_prompt=runtime.system_prompt,
-                    voice=runtime.voice,
-                    tools=runtime.tools.definitions or None,
-                    temperature=runtime.temperature,
-                    input_sample_rate=self.input_sample_rate,
-                    output_sample_rate=self.output_sample_rate,
-                    server_vad=True,
-                    provider_config=runtime.provider_config,
-                )
+                await self._connect_provider(runtime)
                 self._check_not_ended(runtime)
                 session.move_to(SessionState.ACTIVE)
                 await self.store.session_activated(session)
@@ -414,27 +407,33 @@ class RealtimeVoiceChannel:
             await runtime.ended.wait()
             return False
         runtime.ending = True
+        if runtime.connecting is not None:
+            runtime.connecting.cancel()  # the start sees it and undoes itself
         session = runtime.session
         with log_context(session=session.id, room=session.room_id):
-            session.end_reason = reason
-            await self._send(runtime, {"type": "session_ended", "reason": reason})
-            if not session.is_ended:
-                session.move_to(SessionState.ENDED)
-            await self._finish_control(runtime)
-            await self._cancel_tasks(runtime)
-            for close in (self.provider.disconnect, self.transport.disconnect):
-                try:
-                    await close(session)
-                except Exception:
-                    logger.exception("%s failed while ending the session", close.__qualname__)
-            session.stats = dict(runtime.stats)
             try:
-                await self.store.session_ended(session, reason, detail)
-                await self.store.flush()
-            except Exception:
-                logger.exception("store failed to record the end of the session")
-            self._runtimes.pop(session.id, None)
-            runtime.ended.set()
+                session.end_reason = reason
+                await self._send(runtime, {"type": "session_ended", "reason": reason})
+                if not session.is_ended:
+                    session.move_to(SessionState.ENDED)
+                await self._finish_control(runtime)
+                await self._cancel_tasks(runtime)
+                for close in (self.provider.disconnect, self.transport.disconnect):
+                    try:
+                        await close(session)
+                    except Exception:
+                        logger.exception("%s failed while ending the session", close.__qualname__)
+                session.stats = dict(runtime.stats)
+                try:
+                    await self.store.session_ended(session, reason, detail)
+                    await self.store.flush()
+                except Exception:
+                    logger.exception("store failed to record the end of the session")
+            finally:
+                # Even when the end itself is cancelled (the process is shutting down),
+                # nobody waiting for it may hang.
+                self._runtimes.pop(session.id, None)
+                runtime.ended.set()
             self._fire(
                 HookTrigger.ON_SESSION_ENDED,
                 SessionEndedEvent(session, self.channel_id, reason),
@@ -450,7 +449,10 @@ class RealtimeVoiceChannel:
         for runtime in self._runtimes.values():
             session = runtime.session
             if session.room_id == str(room_id) and session.participant_id == str(participant_id):
-                runtime.binding = binding
+                effective = self._effective(session, binding)
+                if effective != runtime.binding:
+                    runtime.binding = effective
+                    self._tell_access(runtime)
                 reached += 1
         return reached
 
@@ -492,6 +494,30 @@ class RealtimeVoiceChannel:
 
     # --- session internals -------------------------------------------------------------------
 
+    def _tell_access(self, runtime: _Runtime) -> None:
+        """Tell the caller what they may do now (an operator muted or revoked them)."""
+        binding = runtime.binding
+        message = {
+            "type": "access",
+            "access": binding.access,
+            "muted": binding.muted,
+            "output_muted": binding.output_muted,
+            "can_speak": binding.can_speak,
+            "can_hear": binding.can_hear,
+        }
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # applied from plain code with no loop: nobody to tell yet
+        self._spawn(runtime, self._send(runtime, message))
+
+    @staticmethod
+    def _effective(session: LiveSession, binding: BindingSnapshot) -> BindingSnapshot:
+        """The binding capped by the session's credential (``metadata["permissions"]``, set
+        by a transport that admitted the caller with a room token)."""
+        permissions = session.metadata.get("permissions")
+        return binding.limited(permissions if isinstance(permissions, list | tuple) else None)
+
     def _live_runtime(self, session_id: str | LiveSession, action: str) -> _Runtime:
         key = session_id.id if isinstance(session_id, LiveSession) else session_id
         runtime = self._runtimes.get(key)
@@ -514,6 +540,36 @@ class RealtimeVoiceChannel:
             runtime.resampler_in = StreamResampler(rate, self.input_sample_rate)
         if rate != self.output_sample_rate:
             runtime.resampler_out = StreamResampler(self.output_sample_rate, rate)
+
+    async def _connect_provider(self, runtime: _Runtime) -> None:
+        """provider.connect() as its own task, so that ending the session while it connects
+        (the caller hung up) stops it instead of waiting for a slow vendor."""
+        connecting = asyncio.ensure_future(
+            self.provider.connect(
+                runtime.session,
+                system_prompt=runtime.system_prompt,
+                voice=runtime.voice,
+                tools=runtime.tools.definitions or None,
+                temperature=runtime.temperature,
+                input_sample_rate=self.input_sample_rate,
+                output_sample_rate=self.output_sample_rate,
+                server_vad=True,
+                provider_config=runtime.provider_config,
+            )
+        )
+        runtime.connecting = connecting
+        try:
+            await connecting
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if runtime.ending and (current is None or current.cancelling() == 0):
+                # end_session cancelled the connect, not our caller: report it as such.
+                raise SessionStateError(
+                    f"session {runtime.session.id} ended while connecting"
+                ) from None
+            raise
+        finally:
+            runtime.connecting = None
 
     @staticmethod
     def _check_not_ended(runtime: _Runtime) -> None:
@@ -603,6 +659,16 @@ class RealtimeVoiceChannel:
                     await self._record_transcript(
                         runtime, text, role, "blocked", "session_ended_before_hooks", started
                     )
+            elif kind == "message":
+                await self._record_transcript(
+                    runtime,
+                    payload[0],
+                    "user",
+                    "blocked",
+                    "session_ended_before_hooks",
+                    None,
+                    kind="message",
+                )
             else:
                 call_id, name, arguments = payload
                 record = StoredToolCall(
@@ -887,6 +953,8 @@ class RealtimeVoiceChannel:
             try:
                 if kind == "transcript":
                     await self._handle_transcript(runtime, *payload)
+                elif kind == "message":
+                    await self._handle_typed_message(runtime, *payload)
                 else:
                     # Started here, after every transcript queued before it; runs on its own.
                     self._spawn(runtime, self._run_tool(runtime, *payload))
@@ -949,8 +1017,11 @@ class RealtimeVoiceChannel:
         status: str,
         blocked_by: str,
         started: datetime | None,
+        *,
+        kind: str = "transcript",
     ) -> None:
-        """A final transcript to the store (user turns dated by their speech start)."""
+        """A final transcript (or typed message) to the store (user turns dated by their
+        speech start)."""
         if not self.emit_transcription_events or not text.strip():
             return
         session = runtime.session
@@ -964,6 +1035,7 @@ class RealtimeVoiceChannel:
                 status=status,
                 blocked_by=blocked_by,
                 occurred_at=started or datetime.now(UTC),
+                kind=kind,
             )
         )
 
@@ -1116,6 +1188,70 @@ class RealtimeVoiceChannel:
             self._spawn_background(
                 self.end_session(session, reason="provider_error", detail=f"{code}: {message}")
             )
+
+    async def _on_client_message(
+        self, session: LiveSession, kind: str, fields: dict[str, Any]
+    ) -> None:
+        """The caller's "text", "interrupt" and "end" (the WebSocket protocol's additions)."""
+        runtime = self._runtimes.get(session.id)
+        if kind == "end":
+            if runtime is not None:
+                await self.end_session(session, reason="ended_by_caller")
+            return
+        if runtime is None or runtime.ending or not session.is_active:
+            await self.transport.send_message(
+                session,
+                {
+                    "type": "error",
+                    "code": "not_live",
+                    "message": f"the session is not live ({kind})",
+                },
+            )
+            return
+        if kind == "interrupt":
+            await self.interrupt(session)
+        elif kind == "text":
+            # In order with the transcripts (the control loop), through the same hooks.
+            runtime.control.put_nowait(("message", (str(fields.get("text", "")),)))
+        else:
+            logger.warning("unknown client message %r ignored", kind)
+
+    async def _handle_typed_message(self, runtime: _Runtime, text: str) -> None:
+        """Text the caller typed: moderated like speech (ON_TRANSCRIPTION), refused when the
+        caller may not speak, else given to the model and recorded as a message."""
+        session = runtime.session
+        event = TranscriptionEvent(session, text, "user", True, channel_id=self.channel_id)
+        status, blocked_by = "delivered", ""
+        if self._has_hooks(HookTrigger.ON_TRANSCRIPTION):
+            outcome = await self.kit.hooks.run_sync(
+                HookTrigger.ON_TRANSCRIPTION, event, self._hook_context(session)
+            )
+            if outcome.allowed:
+                event = outcome.event if isinstance(outcome.event, TranscriptionEvent) else event
+            else:
+                status, blocked_by = "blocked", f"hook:{outcome.blocked_by}"
+        if status == "delivered" and not runtime.binding.can_speak:
+            status = "blocked"
+            blocked_by = "source_muted" if runtime.binding.muted else "source_read_only"
+        if status == "delivered":
+            await self.provider.inject_text(session, event.text, role="user")
+            await self._send(
+                runtime,
+                {"type": "transcription", "text": event.text, "role": "user", "is_final": True},
+            )
+        else:
+            await self._send(
+                runtime,
+                {
+                    "type": "error",
+                    "code": "message_blocked",
+                    "message": "your message was not passed on"
+                    + (" (you are muted)" if blocked_by == "source_muted" else ""),
+                },
+            )
+        await self._record_transcript(
+            runtime, event.text, "user", status, blocked_by, None, kind="message"
+        )
 
     async def _on_client_disconnected(self, session: LiveSession) -> None:
         await self.end_session(session, reason="client_hangup")

@@ -182,13 +182,19 @@ class DjangoStore(SessionStore):
 
     async def _stop_writer(self, session_id: str) -> None:
         writer = self._writers.pop(session_id, None)
-        if writer is not None:
+        if writer is not None and not writer.done():
             self._stopping.add(session_id)
             self._wakeups[session_id].set()
             try:
                 await asyncio.wait_for(asyncio.shield(writer), timeout=WRITER_STOP_TIMEOUT_S)
             except TimeoutError:
                 logger.error("transcript writer did not finish in %ss", WRITER_STOP_TIMEOUT_S)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not writer.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The writer was cancelled (the process is shutting down), not us: what it
+                # had not written yet is drained below.
             self._stopping.discard(session_id)
         await self._drain(session_id)  # whatever arrived meanwhile
         if self._pending.get(session_id):
@@ -258,7 +264,7 @@ def _timeline_event(
             occurred_at=record.started_at,
         )
     return room_services.NewRoomEvent(
-        kind=EventKind.TRANSCRIPT,
+        kind=EventKind.MESSAGE if record.kind == "message" else EventKind.TRANSCRIPT,
         role=record.role,
         text=record.text,
         status=EventStatus.BLOCKED if record.status == "blocked" else EventStatus.DELIVERED,

@@ -9,6 +9,7 @@ wait for the engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class MockRealtimeProvider(_Settling, RealtimeVoiceProvider):
         self.tool_results: list[tuple[str, str, str]] = []
         self.truncations: list[tuple[str, int]] = []
         self.connected: set[str] = set()
+        self._activity = asyncio.Event()
+        #: Every session connect() was called with, by id (to play the vendor's side).
+        self.sessions: dict[str, LiveSession] = {}
         #: Raised by the next connect() (then cleared): to test a failed start.
         self.fail_connect: BaseException | None = None
 
@@ -65,11 +69,21 @@ class MockRealtimeProvider(_Settling, RealtimeVoiceProvider):
 
     def _record(self, method: str, session: LiveSession | None, *args: Any, **kwargs: Any) -> None:
         self.calls.append(MockCall(method, session.id if session else None, args, kwargs))
+        self._activity.set()
+
+    async def wait_until(self, predicate: Callable[[], Any], *, within: float = 10.0) -> None:
+        """Until ``predicate()`` holds, re-checked whenever the engine calls the provider
+        (for tests driving the engine from outside, e.g. through a WebSocket)."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self._activity.clear()
+                await self._activity.wait()
 
     # --- the provider interface --------------------------------------------------------------
 
     async def connect(self, session: LiveSession, **options: Any) -> None:
         self._record("connect", session, **options)
+        self.sessions[session.id] = session
         if self.fail_connect is not None:
             error, self.fail_connect = self.fail_connect, None
             raise error
@@ -78,6 +92,7 @@ class MockRealtimeProvider(_Settling, RealtimeVoiceProvider):
 
     async def send_audio(self, session: LiveSession, audio: bytes) -> None:
         self.sent_audio.append((session.id, bytes(audio)))
+        self._activity.set()
 
     async def submit_tool_result(self, session: LiveSession, call_id: str, result: str) -> None:
         self._record("submit_tool_result", session, call_id, result)
@@ -195,6 +210,12 @@ class MockRealtimeTransport(_Settling, RealtimeTransport):
 
     async def simulate_playback(self, session: LiveSession, played_ms: int) -> None:
         self._deliver_playback(session, played_ms)
+        await self._settle(session)
+
+    async def simulate_client_message(
+        self, session: LiveSession, kind: str, fields: dict[str, Any] | None = None
+    ) -> None:
+        await self._deliver_client_message(session, kind, dict(fields or {}))
         await self._settle(session)
 
     async def simulate_client_disconnect(self, session: LiveSession) -> None:

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from rooms.broadcast import broadcast_on_commit, session_changed_message, tool_call_changed_message
 from rooms.models import Room, Tenant
 from rooms.services import _require_tenant
 from voice.models import (
@@ -133,7 +134,31 @@ def voice_session_create(
     )
     session.full_clean(exclude=["room", "tenant", "agent"])
     session.save(force_insert=True)
+    _session_broadcast(session.pk)
     return session
+
+
+def _session_broadcast(session_id: uuid.UUID | str) -> None:
+    """Tell the room's observers (after commit) what state the session is in now."""
+    row = (
+        VoiceSession.objects.filter(pk=session_id)
+        .values("room_id", "state", "participant_id", "agent__name", "transport", "end_reason")
+        .first()
+    )
+    if row is None:
+        return
+    broadcast_on_commit(
+        row["room_id"],
+        session_changed_message(
+            room_id=row["room_id"],
+            session_id=session_id,
+            state=row["state"],
+            participant_id=row["participant_id"],
+            agent=row["agent__name"] or "",
+            transport=row["transport"],
+            end_reason=row["end_reason"],
+        ),
+    )
 
 
 def _transition(*, tenant: Tenant, session_id: uuid.UUID | str, target: str, **values: Any) -> bool:
@@ -159,13 +184,16 @@ def voice_session_activate(
     *, tenant: Tenant, session_id: uuid.UUID | str, provider_session_id: str = ""
 ) -> bool:
     """CONNECTING → ACTIVE. False if it already was; InvalidTransition if it had ended."""
-    return _transition(
+    activated = _transition(
         tenant=tenant,
         session_id=session_id,
         target=SessionState.ACTIVE,
         activated_at=timezone.now(),
         provider_session_id=provider_session_id,
     )
+    if activated:
+        _session_broadcast(session_id)
+    return activated
 
 
 def voice_session_end(
@@ -190,6 +218,7 @@ def voice_session_end(
     )
     if ended:
         logger.info("voice session ended: reason=%s session=%s", reason, session_id)
+        _session_broadcast(session_id)
     return ended
 
 
@@ -268,6 +297,22 @@ def tool_call_finish(
     if updated:
         # A call that never started (cancelled while pending) gets a zero-length run.
         ToolCall.objects.filter(pk=tool_call_id, started_at__isnull=True).update(started_at=now)
+        row = (
+            ToolCall.objects.filter(pk=tool_call_id)
+            .values("session_id", "session__room_id", "call_id", "name")
+            .first()
+        )
+        if row is not None:
+            broadcast_on_commit(
+                row["session__room_id"],
+                tool_call_changed_message(
+                    room_id=row["session__room_id"],
+                    session_id=row["session_id"],
+                    call_id=row["call_id"],
+                    name=row["name"],
+                    status=status,
+                ),
+            )
     return updated == 1
 
 

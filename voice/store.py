@@ -10,7 +10,8 @@ Every method is called off the audio path (session start/end, transcripts, tool 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,18 @@ class BindingSnapshot:
     def can_hear(self) -> bool:
         return not self.output_muted and self.access != "none"
 
+    def limited(self, permissions: Iterable[str] | None) -> BindingSnapshot:
+        """This binding as seen by a participant whose credential (a room token) grants only
+        ``permissions`` ("speak", "listen"); None: no limit. A credential never widens it."""
+        if permissions is None:
+            return self
+        granted = frozenset(permissions)
+        return replace(
+            self,
+            muted=self.muted or "speak" not in granted,
+            output_muted=self.output_muted or "listen" not in granted,
+        )
+
 
 @dataclass(slots=True)
 class StoredTranscript:
@@ -46,6 +59,7 @@ class StoredTranscript:
     status: str  # "delivered" | "blocked"
     blocked_by: str
     occurred_at: datetime
+    kind: str = "transcript"  # or "message": text the caller typed
 
 
 @dataclass(slots=True)

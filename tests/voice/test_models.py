@@ -405,7 +405,8 @@ def test_agent_clean_reports_an_unknown_provider_kind_as_a_validation_error(
     assert caught.value.message_dict == {
         "provider_kind": [
             "Value 'skype' is not a valid choice.",
-            "unknown provider kind 'skype'; known kinds: elevenlabs, gemini, mock, openai, xai",
+            "unknown provider kind 'skype'; "
+            "known kinds: echo, elevenlabs, gemini, mock, openai, xai",
         ]
     }
 

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 AudioCallback = Callable[["LiveSession", bytes], None]
 SessionCallback = Callable[["LiveSession"], Awaitable[None] | None]
 PlaybackCallback = Callable[["LiveSession", int], None]
+#: ``callback(session, kind, fields)`` for the caller's "text", "interrupt" and "end".
+ClientMessageCallback = Callable[["LiveSession", str, dict[str, Any]], Awaitable[None]]
 
 
 class RealtimeTransport(ABC):
@@ -30,6 +32,7 @@ class RealtimeTransport(ABC):
         self._audio_callbacks: list[AudioCallback] = []
         self._disconnect_callbacks: list[SessionCallback] = []
         self._playback_callbacks: list[PlaybackCallback] = []
+        self._message_callbacks: list[ClientMessageCallback] = []
 
     # --- registration (the engine calls these once) ----------------------------------------
 
@@ -43,6 +46,10 @@ class RealtimeTransport(ABC):
         """``callback(session, played_ms)``: how much of the current reply the caller heard."""
         self._playback_callbacks.append(callback)
 
+    def on_client_message(self, callback: ClientMessageCallback) -> None:
+        """A control message from the caller: "text" (fields: text), "interrupt", "end"."""
+        self._message_callbacks.append(callback)
+
     # --- for subclasses ----------------------------------------------------------------------
 
     def _deliver_audio(self, session: LiveSession, audio: bytes) -> None:
@@ -52,6 +59,15 @@ class RealtimeTransport(ABC):
     def _deliver_playback(self, session: LiveSession, played_ms: int) -> None:
         for callback in self._playback_callbacks:
             callback(session, played_ms)
+
+    async def _deliver_client_message(
+        self, session: LiveSession, kind: str, fields: dict[str, Any]
+    ) -> None:
+        for callback in self._message_callbacks:
+            try:
+                await callback(session, kind, fields)
+            except Exception:
+                logger.exception("client %s message failed for session %s", kind, session.id)
 
     async def _deliver_disconnect(self, session: LiveSession) -> None:
         for callback in self._disconnect_callbacks:

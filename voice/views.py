@@ -1,0 +1,170 @@
+"""Pages: the browser voice page and the live room view, plus the live view's JSON reads
+and operator actions. Views authenticate and render; rules live in ``voice.admission`` and
+the services."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from rooms import services as room_services
+from rooms.broadcast import binding_changed_message
+from rooms.models import Access, ChannelBinding, RoomEvent
+from rooms.selectors import tenant_ids_for_user
+from voice.admission import Admission, Refusal, admit_token, admit_user, plan_voice
+from voice.models import SessionState, VoiceSession
+
+logger = logging.getLogger(__name__)
+
+TIMELINE_PAGE = 200
+EVENTS_PAGE_MAX = 500
+BINDING_ACTIONS = ("mute", "unmute", "revoke", "restore")
+
+
+def _refused(request: HttpRequest, refusal: Refusal) -> HttpResponse:
+    status = {"not_found": 404, "unauthenticated": 401}.get(refusal.code, 403)
+    return render(request, "voice/refused.html", {"refusal": refusal}, status=status)
+
+
+def _member(request: HttpRequest, room: str) -> Admission:
+    return admit_user(room_ref=room, user=request.user)
+
+
+@require_GET
+def voice_page(request: HttpRequest, room: str) -> HttpResponse:
+    """Talk to the room's agent: a member's login, or ``?token=`` for anyone holding one."""
+    token = request.GET.get("token", "")
+    agent_slug = request.GET.get("agent", "") or None
+    if not token and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    try:
+        admission = admit_token(room_ref=room, token=token) if token else _member(request, room)
+        plan = plan_voice(admission, agent_slug=agent_slug)
+    except Refusal as refusal:
+        return _refused(request, refusal)
+    query = {"agent": plan.agent.slug}
+    if token:
+        query["token"] = token
+    context = {
+        "room": admission.room,
+        "agent": plan.agent,
+        "ws_path": f"/ws/rooms/{admission.room.pk}/voice/?{urlencode(query)}",
+    }
+    response = render(request, "voice/voice.html", context)
+    if token:
+        response["Referrer-Policy"] = "no-referrer"  # the token must not leak in a Referer
+    return response
+
+
+@require_GET
+def live_view(request: HttpRequest, room: str) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    try:
+        admission = _member(request, room)
+    except Refusal as refusal:
+        return _refused(request, refusal)
+    the_room = admission.room
+    events = list(RoomEvent.objects.filter(room=the_room).order_by("-index")[:TIMELINE_PAGE])[::-1]
+    context: dict[str, Any] = {
+        "room": the_room,
+        "events": events,
+        "last_index": the_room.last_event_index,
+        "bindings": list(
+            ChannelBinding.objects.filter(room=the_room).order_by("channel_id", "participant_id")
+        ),
+        "sessions": list(
+            VoiceSession.objects.filter(room=the_room)
+            .exclude(state=SessionState.ENDED)
+            .select_related("agent")
+            .order_by("created_at")
+        ),
+        "can_operate": the_room.tenant_id in tenant_ids_for_user(request.user, manage=True),
+        "ws_path": f"/ws/rooms/{the_room.pk}/live/",
+        "events_url": f"/rooms/{the_room.pk}/live/events/",
+        "binding_action_url": f"/rooms/{the_room.pk}/live/bindings/BINDING_ID/ACTION/",
+    }
+    return render(request, "voice/live.html", context)
+
+
+def _event_json(event: RoomEvent) -> dict[str, Any]:
+    return {
+        "event_id": str(event.pk),
+        "index": event.index,
+        "kind": event.kind,
+        "role": event.role,
+        "text": event.text,
+        "status": event.status,
+        "session_id": str(event.session_id) if event.session_id else None,
+        "channel_id": event.channel_id,
+        "participant_id": event.participant_id,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+
+
+def _json_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+@require_GET
+def live_events(request: HttpRequest, room: str) -> JsonResponse:
+    """``?after=N``: the room's timeline events after index N, oldest first (a page)."""
+    if not request.user.is_authenticated:
+        return _json_error("log in first", 401)
+    try:
+        admission = _member(request, room)
+    except Refusal as refusal:
+        return _json_error(refusal.message, 404 if refusal.code == "not_found" else 403)
+    try:
+        after = int(request.GET.get("after", "0"))
+    except ValueError:
+        return _json_error("'after' must be an integer", 400)
+    events = RoomEvent.objects.filter(room=admission.room, index__gt=after).order_by("index")
+    return JsonResponse({"events": [_event_json(event) for event in events[:EVENTS_PAGE_MAX]]})
+
+
+@require_POST
+def binding_action(
+    request: HttpRequest, room: str, binding_id: uuid.UUID, action: str
+) -> JsonResponse:
+    """An operator mutes, unmutes, revokes or restores a participant (through the services;
+    the change reaches live sessions and observers over the room's group)."""
+    if not request.user.is_authenticated:
+        return _json_error("log in first", 401)
+    try:
+        admission = _member(request, room)
+    except Refusal as refusal:
+        return _json_error(refusal.message, 404 if refusal.code == "not_found" else 403)
+    if admission.tenant.pk not in tenant_ids_for_user(request.user, manage=True):
+        return _json_error("only the tenant's owners and admins can change participants", 403)
+    if action not in BINDING_ACTIONS:
+        return _json_error(f"unknown action {action[:40]!r}", 400)
+    binding = ChannelBinding.objects.filter(pk=binding_id, room=admission.room).first()
+    if binding is None:
+        return _json_error("no such participant binding in this room", 404)
+    tenant = admission.tenant
+    try:
+        if action in ("mute", "unmute"):
+            binding = room_services.binding_set_muted(
+                tenant=tenant, binding=binding, muted=action == "mute"
+            )
+        else:
+            access = Access.NONE if action == "revoke" else Access.READ_WRITE
+            binding = room_services.binding_set_access(
+                tenant=tenant, binding=binding, access=access
+            )
+    except ValidationError as error:
+        return _json_error("; ".join(error.messages), 400)
+    logger.info("operator %s: %s binding %s", request.user.pk, action, binding.pk)
+    message = binding_changed_message(binding)
+    message.pop("type")
+    message.pop("room_id")
+    return JsonResponse(message)
