@@ -41,7 +41,10 @@ class RoomControlListener:
         layer = get_channel_layer()
         if layer is None:
             raise RuntimeError("no channel layer configured")
-        name = await layer.new_channel("voice.host.")
+        # The default prefix on purpose: channels-redis serves all of a process's local
+        # channels from one Redis list per prefix, under one lock; a second prefix would
+        # take turns with the consumers' own channels (seconds of delay per control event).
+        name = await layer.new_channel()
         group = room_group_name(self.room_uuid)
         await layer.group_add(group, name)
         self._subscribed.set()

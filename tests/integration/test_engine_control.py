@@ -4,15 +4,12 @@ the Redis channel layer, and applies to the session's very next frame."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import connection
 
 from tests.fixtures.actors import TenantWorld
+from tests.fixtures.services import binding_muted_elsewhere
 from voice import services as voice_services
 from voice.agents import agent_config_load, channel_for_agent
 from voice.control import RoomControlListener
@@ -21,35 +18,7 @@ from voice.mock import MockRealtimeProvider, MockRealtimeTransport
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAME = b"\x10\x00" * 320
-
-
-async def _in_another_process(binding_id: str, muted: bool) -> None:
-    """`binding_set_muted` run by a separate Python process on the same database and layer."""
-    settings = connection.settings_dict
-    database_url = (
-        f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
-    )
-    script = (
-        "import django; django.setup()\n"
-        "from rooms.models import ChannelBinding\n"
-        "from rooms.services import binding_set_muted\n"
-        f"binding = ChannelBinding.objects.select_related('tenant').get(pk='{binding_id}')\n"
-        f"binding_set_muted(tenant=binding.tenant, binding=binding, muted={muted})\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        script,
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "DJANGO_SETTINGS_MODULE": "roomvoice.settings_test",
-        },
-    )
-    assert await asyncio.wait_for(process.wait(), timeout=60) == 0
 
 
 @pytest.mark.asyncio
@@ -77,12 +46,12 @@ async def test_mute_from_another_process_stops_the_next_frame_and_unmute_restore
         await transport.simulate_client_audio(session, FRAME)
         assert len(provider.sent_audio) == 1
 
-        await _in_another_process(str(world_a.binding.pk), muted=True)
+        await binding_muted_elsewhere(str(world_a.binding.pk), muted=True)
         await asyncio.wait_for(listener.wait_applied(1), timeout=30)
         await transport.simulate_client_audio(session, FRAME)
         assert len(provider.sent_audio) == 1  # the very next frame was dropped
 
-        await _in_another_process(str(world_a.binding.pk), muted=False)
+        await binding_muted_elsewhere(str(world_a.binding.pk), muted=False)
         await asyncio.wait_for(listener.wait_applied(2), timeout=30)
         await transport.simulate_client_audio(session, FRAME)
         assert len(provider.sent_audio) == 2
