@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from rooms import services as room_services
 from rooms.broadcast import binding_changed_message
-from rooms.models import Access, ChannelBinding, RoomEvent
+from rooms.models import Access, ChannelBinding, Room, RoomEvent
 from rooms.selectors import tenant_ids_for_user
 from voice.admission import Admission, Refusal, admit_token, admit_user, plan_voice
 from voice.models import SessionState, VoiceSession
@@ -27,6 +27,19 @@ logger = logging.getLogger(__name__)
 TIMELINE_PAGE = 200
 EVENTS_PAGE_MAX = 500
 BINDING_ACTIONS = ("mute", "unmute", "revoke", "restore")
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The start page: for a logged-in user, their tenants' rooms with the ways in."""
+    rooms = (
+        Room.objects.filter(tenant_id__in=tenant_ids_for_user(request.user))
+        .select_related("tenant", "default_agent")
+        .order_by("tenant__name", "key")[:100]
+        if request.user.is_authenticated
+        else []
+    )
+    return render(request, "home.html", {"rooms": rooms})
 
 
 def _refused(request: HttpRequest, refusal: Refusal) -> HttpResponse:

@@ -63,3 +63,29 @@ def test_seed_demo_takes_the_superuser_from_the_environment_without_echoing_it(
 
     assert "a-long-operator-password" not in output
     assert User.objects.get(username="ops").check_password("a-long-operator-password")
+
+
+@pytest.mark.django_db
+def test_seed_demo_agent_talks_back_with_no_key_and_its_page_opens(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "demo-password-123")
+
+    output = _seed()
+    room = Room.objects.get(tenant__slug="demo", key="room-1")
+    client.force_login(User.objects.get(username="admin"))
+    page = client.get(f"/rooms/{room.pk}/voice/")
+
+    assert Agent.objects.get(tenant__slug="demo", slug="assistant").provider_kind == "echo"
+    assert f"/rooms/{room.pk}/voice/" in output
+    assert page.status_code == 200
+
+
+@pytest.mark.django_db
+def test_seed_demo_upgrades_a_mock_demo_agent_to_the_echo_test() -> None:
+    _seed()
+    Agent.objects.filter(tenant__slug="demo", slug="assistant").update(provider_kind="mock")
+
+    _seed()
+
+    assert Agent.objects.get(tenant__slug="demo", slug="assistant").provider_kind == "echo"

@@ -183,3 +183,15 @@ def test_operator_actions_need_the_csrf_token(world_a: TenantWorld, owner_a: Use
 
     assert response.status_code == 403
     assert world_a.binding.muted is False
+
+
+def test_home_lists_only_the_users_rooms(
+    world_a: TenantWorld, world_b: TenantWorld, member_a: User
+) -> None:
+    anonymous = _client().get("/")
+    mine = _client(member_a).get("/")
+
+    assert list(anonymous.context["rooms"]) == []
+    assert [room.pk for room in mine.context["rooms"]] == [world_a.room.pk]
+    assert f"/rooms/{world_a.room.pk}/voice/".encode() in mine.content
+    assert str(world_b.room.pk).encode() not in mine.content

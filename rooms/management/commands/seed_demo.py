@@ -40,12 +40,17 @@ class Command(BaseCommand):
             room_services.membership_set(tenant=tenant, user=user, role=MembershipRole.OWNER)
             agent = Agent.objects.filter(tenant=tenant, slug=DEMO_AGENT).first()
             if agent is None:
+                # The echo test needs no key and no network: the voice page works at once.
                 agent = voice_services.agent_create(
                     tenant=tenant,
                     slug=DEMO_AGENT,
                     name="Demo assistant",
-                    provider_kind="mock",
+                    provider_kind="echo",
                     system_prompt=DEMO_PROMPT,
+                )
+            elif agent.provider_kind == "mock":  # demos seeded before the echo provider
+                agent = voice_services.agent_update(
+                    tenant=tenant, agent=agent, provider_kind="echo"
                 )
             room = Room.objects.filter(tenant=tenant, key=DEMO_ROOM).first()
             if room is None:
@@ -55,6 +60,8 @@ class Command(BaseCommand):
             room_services.binding_attach(tenant=tenant, room=room, channel_id="voice")
         self.stdout.write(f"tenant   {tenant.slug}")
         self.stdout.write(f"room     {room.key} (default agent: {agent.slug})")
+        self.stdout.write(f"voice    /rooms/{room.pk}/voice/   (log in as the superuser)")
+        self.stdout.write(f"live     /rooms/{room.pk}/live/")
         self.stdout.write(f"group    {group.name} (admin permissions for tenant staff)")
         if password is None:
             self.stdout.write(
