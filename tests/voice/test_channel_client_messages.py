@@ -318,9 +318,7 @@ async def test_end_while_connecting_ends_the_session_and_the_start_fails() -> No
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("kind", "fields"), [("text", {"text": "too early"}), ("interrupt", {})]
-)
+@pytest.mark.parametrize(("kind", "fields"), [("text", {"text": "too early"}), ("interrupt", {})])
 async def test_text_or_interrupt_before_the_session_is_active_is_answered_not_live(
     kind: str, fields: dict[str, Any]
 ) -> None:
@@ -368,9 +366,7 @@ async def test_text_or_interrupt_after_the_end_is_answered_not_live(
 @pytest.mark.asyncio
 async def test_a_listen_only_credential_drops_the_callers_audio_but_lets_them_hear() -> None:
     channel, provider, transport, _ = build()
-    session = await channel.start_session(
-        "room-1", "user-1", metadata={"permissions": ["listen"]}
-    )
+    session = await channel.start_session("room-1", "user-1", metadata={"permissions": ["listen"]})
     binding = channel._runtimes[session.id].binding
 
     await transport.simulate_client_audio(session, FRAME)
@@ -420,9 +416,7 @@ async def test_a_credential_caps_the_stored_binding_at_start() -> None:
 @pytest.mark.asyncio
 async def test_a_credential_caps_a_binding_applied_later_and_never_widens_it() -> None:
     channel, provider, transport, _ = build()
-    session = await channel.start_session(
-        "room-1", "user-1", metadata={"permissions": ["listen"]}
-    )
+    session = await channel.start_session("room-1", "user-1", metadata={"permissions": ["listen"]})
 
     channel.apply_binding("room-1", "user-1", BindingSnapshot(access="read_write"))
     await transport.simulate_client_audio(session, FRAME)
@@ -501,9 +495,7 @@ async def test_apply_binding_of_the_binding_the_session_already_has_sends_nothin
 @pytest.mark.asyncio
 async def test_a_mute_that_the_credential_already_implies_sends_nothing() -> None:
     channel, _, transport, _ = build()
-    session = await channel.start_session(
-        "room-1", "user-1", metadata={"permissions": ["listen"]}
-    )
+    session = await channel.start_session("room-1", "user-1", metadata={"permissions": ["listen"]})
 
     assert channel.apply_binding("room-1", "user-1", BindingSnapshot(muted=True)) == 1
     await channel.settle(session)
