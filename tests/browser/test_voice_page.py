@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 
 from rooms.models import EventKind, Room, RoomEvent, User
@@ -126,7 +127,11 @@ def test_voice_page_talks_to_the_echo_agent_with_barge_in(
     # The next loop's speech interrupted the echo: the server sent clear_audio and the page
     # dropped what was still queued.
     wait(chrome).until(lambda d: stat(d, "clears") >= 1)
-    barge_in = wait(chrome).until(barge_in_that_dropped_audio)
+    try:
+        barge_in = wait(chrome).until(barge_in_that_dropped_audio)
+    except TimeoutException:
+        history = chrome.execute_script("return window.rvStatsHistory")
+        pytest.fail(f"no barge-in dropped the queued reply; playback counters: {history}")
     assert barge_in is not None and barge_in["unplayed_ms"] >= DROPPED_MIN_MS
 
     assert page_errors(chrome) == []
