@@ -330,8 +330,11 @@ class RealtimeVoiceChannel:
         with log_context(session=session.id, room=session.room_id):
             try:
                 await self.store.session_created(session)
-                runtime.binding = self._effective(session, await self.store.load_binding(session))
+                runtime.binding = await self.store.load_binding(session)
                 await self.transport.accept(session, connection)
+                # After accept: a transport's authenticate hook may have added permissions
+                # to the metadata. Capping what is current keeps a change that came meanwhile.
+                runtime.binding = self._effective(session, runtime.binding)
                 self._configure_audio(runtime)
                 await self._connect_provider(runtime)
                 self._check_not_ended(runtime)

@@ -52,6 +52,7 @@ CONTROL_QUEUE_SIZE = 16  # text/interrupt/end waiting for the engine; more → "
 EARLY_AUDIO_SECONDS = 5.0  # audio kept (newest first) until the session exists
 PENDING_REPLIES_MAX = 32  # error replies in flight; beyond that they are not sent
 AUDIO_RATE_FACTOR = 4.0  # audio accepted up to 4× real time, sustained
+PUMP_FINISH_TIMEOUT_S = 10.0  # how long a disconnect waits for the message being handled
 
 Authenticate = Callable[[Any], Awaitable[dict[str, Any] | None]]
 
@@ -102,6 +103,8 @@ class ClientLink:
             maxsize=CONTROL_QUEUE_SIZE
         )
         self._pump: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # the pump is not in the middle of a message
+        self._idle.set()
         self._replies: set[asyncio.Task[None]] = set()
         if sample_rate is not None:
             self._set_rate(sample_rate)
@@ -219,7 +222,13 @@ class ClientLink:
     async def _run_pump(self, session: LiveSession) -> None:
         while True:
             kind, fields = await self._controls.get()
-            await self.transport._deliver_client_message(session, kind, fields)
+            self._idle.clear()
+            try:
+                await self.transport._deliver_client_message(session, kind, fields)
+            finally:
+                self._idle.set()
+            if self.closed:  # that message ended the session (or the socket went meanwhile)
+                return
 
     # --- outbound ----------------------------------------------------------------------------
 
@@ -264,11 +273,25 @@ class ClientLink:
         except Exception:
             logger.info("closing the client socket failed", exc_info=True)
 
+    def handling_message(self) -> bool:
+        """True inside the pump (a client message is ending the session)."""
+        return self._pump is not None and asyncio.current_task() is self._pump
+
     async def shutdown(self) -> None:
         """Stop the link's tasks (the connection is gone); idempotent. Never call it from the
         pump itself (an ``end`` message ends the session, which closes, not shuts down)."""
         self.closed = True
-        tasks = [task for task in (self._pump, *self._replies) if task is not None]
+        pump = self._pump
+        if pump is not None and pump is not asyncio.current_task() and not self._idle.is_set():
+            # The message in hand finishes first: an "end" being handled ends the session
+            # and records it; cancelling it halfway would lose that record.
+            try:
+                async with asyncio.timeout(PUMP_FINISH_TIMEOUT_S):
+                    await self._idle.wait()
+            except TimeoutError:
+                logger.warning("a client message was still being handled at disconnect")
+        tasks = [task for task in (pump, *self._replies) if task is not None]
+        tasks = [task for task in tasks if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -375,6 +398,8 @@ class WebSocketRealtimeTransport(RealtimeTransport):
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        if link is not None and not link.handling_message():
+            await link.shutdown()  # else the reader's connection_lost (or close) stops it
 
     async def connection_lost(self, link: ClientLink) -> None:
         """The client's socket is gone (closed, or the TCP connection died): end its
