@@ -990,20 +990,10 @@ class RealtimeVoiceChannel:
         )
         if role == "user":
             runtime.was_barge_in = False
-        status, blocked_by = "delivered", ""
-        if self._has_hooks(HookTrigger.ON_TRANSCRIPTION):
-            outcome = await self.kit.hooks.run_sync(
-                HookTrigger.ON_TRANSCRIPTION, event, self._hook_context(session)
-            )
-            if outcome.allowed:
-                event = outcome.event if isinstance(outcome.event, TranscriptionEvent) else event
-            else:
-                status, blocked_by = "blocked", f"hook:{outcome.blocked_by}"
-                logger.info("transcript blocked by hook %s: %s", outcome.blocked_by, outcome.reason)
+        event, status, blocked_by = await self._moderate(runtime, event)
         if status == "delivered":
             if role == "user" and not runtime.binding.can_speak:
-                status = "blocked"
-                blocked_by = "source_muted" if runtime.binding.muted else "source_read_only"
+                status, blocked_by = "blocked", self._speak_refusal(runtime)
             await self._send(
                 runtime,
                 {"type": "transcription", "text": event.text, "role": role, "is_final": True},
@@ -1011,6 +1001,26 @@ class RealtimeVoiceChannel:
             if role == "assistant":
                 runtime.last_assistant_text = event.text
         await self._record_transcript(runtime, event.text, role, status, blocked_by, started)
+
+    async def _moderate(
+        self, runtime: _Runtime, event: TranscriptionEvent
+    ) -> tuple[TranscriptionEvent, str, str]:
+        """ON_TRANSCRIPTION hooks (fail closed): (the event as they left it, status,
+        blocked_by)."""
+        if not self._has_hooks(HookTrigger.ON_TRANSCRIPTION):
+            return event, "delivered", ""
+        outcome = await self.kit.hooks.run_sync(
+            HookTrigger.ON_TRANSCRIPTION, event, self._hook_context(runtime.session)
+        )
+        if not outcome.allowed:
+            logger.info("transcript blocked by hook %s: %s", outcome.blocked_by, outcome.reason)
+            return event, "blocked", f"hook:{outcome.blocked_by}"
+        changed = outcome.event if isinstance(outcome.event, TranscriptionEvent) else event
+        return changed, "delivered", ""
+
+    @staticmethod
+    def _speak_refusal(runtime: _Runtime) -> str:
+        return "source_muted" if runtime.binding.muted else "source_read_only"
 
     async def _record_transcript(
         self,
@@ -1224,18 +1234,9 @@ class RealtimeVoiceChannel:
         caller may not speak, else given to the model and recorded as a message."""
         session = runtime.session
         event = TranscriptionEvent(session, text, "user", True, channel_id=self.channel_id)
-        status, blocked_by = "delivered", ""
-        if self._has_hooks(HookTrigger.ON_TRANSCRIPTION):
-            outcome = await self.kit.hooks.run_sync(
-                HookTrigger.ON_TRANSCRIPTION, event, self._hook_context(session)
-            )
-            if outcome.allowed:
-                event = outcome.event if isinstance(outcome.event, TranscriptionEvent) else event
-            else:
-                status, blocked_by = "blocked", f"hook:{outcome.blocked_by}"
+        event, status, blocked_by = await self._moderate(runtime, event)
         if status == "delivered" and not runtime.binding.can_speak:
-            status = "blocked"
-            blocked_by = "source_muted" if runtime.binding.muted else "source_read_only"
+            status, blocked_by = "blocked", self._speak_refusal(runtime)
         if status == "delivered":
             await self.provider.inject_text(session, event.text, role="user")
             await self._send(

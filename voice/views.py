@@ -127,15 +127,22 @@ def _json_error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-@require_GET
-def live_events(request: HttpRequest, room: str) -> JsonResponse:
-    """``?after=N``: the room's timeline events after index N, oldest first (a page)."""
+def _member_for_json(request: HttpRequest, room: str) -> Admission | JsonResponse:
+    """The member's admission to the room, or the JSON error to answer with."""
     if not request.user.is_authenticated:
         return _json_error("log in first", 401)
     try:
-        admission = _member(request, room)
+        return _member(request, room)
     except Refusal as refusal:
         return _json_error(refusal.message, 404 if refusal.code == "not_found" else 403)
+
+
+@require_GET
+def live_events(request: HttpRequest, room: str) -> JsonResponse:
+    """``?after=N``: the room's timeline events after index N, oldest first (a page)."""
+    admission = _member_for_json(request, room)
+    if isinstance(admission, JsonResponse):
+        return admission
     try:
         after = int(request.GET.get("after", "0"))
     except ValueError:
@@ -150,12 +157,9 @@ def binding_action(
 ) -> JsonResponse:
     """An operator mutes, unmutes, revokes or restores a participant (through the services;
     the change reaches live sessions and observers over the room's group)."""
-    if not request.user.is_authenticated:
-        return _json_error("log in first", 401)
-    try:
-        admission = _member(request, room)
-    except Refusal as refusal:
-        return _json_error(refusal.message, 404 if refusal.code == "not_found" else 403)
+    admission = _member_for_json(request, room)
+    if isinstance(admission, JsonResponse):
+        return admission
     if admission.tenant.pk not in tenant_ids_for_user(request.user, manage=True):
         return _json_error("only the tenant's owners and admins can change participants", 403)
     if action not in BINDING_ACTIONS:

@@ -194,7 +194,7 @@ async def test_an_utterance_is_announced_then_played_back_resampled_in_order() -
 
 
 @pytest.mark.asyncio
-async def test_the_echo_streams_faster_than_real_time_but_not_all_at_once() -> None:
+async def test_the_echo_is_paced_not_sent_all_at_once() -> None:
     provider = EchoRealtimeProvider()
     times: dict[str, float] = {}
     provider.on_response_start(stamp(times, "start"))
@@ -207,8 +207,10 @@ async def test_the_echo_streams_faster_than_real_time_but_not_all_at_once() -> N
     await recorder.wait_count("response_end", 1)
 
     # 30 chunks of 40 ms at 3x real time: the last is due 29 * 40 / 3 ms after the first.
+    # (Only the lower bound: how much faster than real time is a benchmark's business, and a
+    # loaded machine may be slower.)
     elapsed = times["end"] - times["start"]
-    assert 0.38 <= elapsed < 1.2
+    assert elapsed >= 0.38
     await provider.disconnect(session)
 
 
