@@ -1,5 +1,11 @@
 // roomvoice microphone capture: an AudioWorkletProcessor that turns the mic signal into
-// 20 ms frames of PCM16 little-endian mono at the AudioContext's own rate.
+// 20 ms frames of PCM16 little-endian mono at `processorOptions.targetRate` (the rate the
+// page negotiates with the server; the context's own rate when it is not lower).
+//
+// Downsampling (48 or 44.1 kHz → 24 kHz, say) sends a half or less of the bytes upstream.
+// It low-passes first (a Blackman-windowed sinc FIR, cut-off at 90% of the new Nyquist, so
+// nothing above it folds back as aliasing), then reads the filtered signal at fractional
+// positions (linear interpolation between two filtered samples), which handles any ratio.
 //
 // The render thread hands us blocks of 128 samples; 20 ms is not a multiple of 128
 // (960 samples at 48 kHz, 882 at 44.1 kHz), so samples are collected in a Float32 buffer
@@ -9,12 +15,67 @@
 // The node is created with channelCount 1 / channelCountMode "explicit", so the Web Audio
 // graph has already down-mixed any stereo input to mono before it reaches process().
 
+class Downsampler {
+  constructor(inRate, outRate, taps = 63) {
+    this.step = inRate / outRate;
+    const cutoff = (0.5 * 0.9 * outRate) / inRate; // cycles per input sample
+    const middle = (taps - 1) / 2;
+    this.kernel = new Float32Array(taps);
+    let sum = 0;
+    for (let i = 0; i < taps; i++) {
+      const x = i - middle;
+      const sinc = x === 0 ? 2 * cutoff : Math.sin(2 * Math.PI * cutoff * x) / (Math.PI * x);
+      const phase = (2 * Math.PI * i) / (taps - 1);
+      const window = 0.42 - 0.5 * Math.cos(phase) + 0.08 * Math.cos(2 * phase);
+      this.kernel[i] = sinc * window;
+      sum += this.kernel[i];
+    }
+    for (let i = 0; i < taps; i++) this.kernel[i] /= sum; // unity gain at DC
+    this.taps = taps;
+    this.history = new Float32Array(taps + 1024);
+    this.length = taps - 1; // starts with silence, so the first outputs have a full window
+    this.position = 0; // where the next output sits, in history samples
+  }
+
+  filtered(index) {
+    let acc = 0;
+    const kernel = this.kernel;
+    const history = this.history;
+    for (let k = 0; k < this.taps; k++) acc += kernel[k] * history[index + k];
+    return acc;
+  }
+
+  // Resample one block; calls emit(sample) for each output sample.
+  process(samples, emit) {
+    if (this.length + samples.length > this.history.length) {
+      const bigger = new Float32Array((this.length + samples.length) * 2);
+      bigger.set(this.history.subarray(0, this.length));
+      this.history = bigger;
+    }
+    this.history.set(samples, this.length);
+    this.length += samples.length;
+    while (Math.floor(this.position) + this.taps < this.length) {
+      const index = Math.floor(this.position);
+      const fraction = this.position - index;
+      const a = this.filtered(index);
+      emit(fraction === 0 ? a : a + (this.filtered(index + 1) - a) * fraction);
+      this.position += this.step;
+    }
+    const consumed = Math.floor(this.position);
+    this.history.copyWithin(0, consumed, this.length);
+    this.length -= consumed;
+    this.position -= consumed;
+  }
+}
+
 class Pcm16CaptureProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
-    const requested = options && options.processorOptions && options.processorOptions.frameSamples;
+    const target = options && options.processorOptions && options.processorOptions.targetRate;
     // `sampleRate` is a global of AudioWorkletGlobalScope (the context's rate).
-    this.frameSamples = requested > 0 ? requested | 0 : Math.round(sampleRate * 0.02);
+    this.rate = target > 0 && target < sampleRate ? target : sampleRate;
+    this.downsampler = this.rate < sampleRate ? new Downsampler(sampleRate, this.rate) : null;
+    this.frameSamples = Math.round(this.rate * 0.02);
     this.buffer = new Float32Array(this.frameSamples);
     this.filled = 0;
     this.stopped = false;
@@ -31,6 +92,10 @@ class Pcm16CaptureProcessor extends AudioWorkletProcessor {
     const input = inputs[0];
     // No input connected (or the track ended): nothing to do, but stay alive.
     if (!input || input.length === 0 || !input[0]) return true;
+    if (this.downsampler) {
+      this.downsampler.process(input[0], (sample) => this.push(sample));
+      return true;
+    }
     const samples = input[0];
     let offset = 0;
     while (offset < samples.length) {
@@ -43,6 +108,11 @@ class Pcm16CaptureProcessor extends AudioWorkletProcessor {
       }
     }
     return true;
+  }
+
+  push(sample) {
+    this.buffer[this.filled++] = sample;
+    if (this.filled === this.frameSamples) this.flush();
   }
 
   flush() {

@@ -14,7 +14,10 @@ const app = document.getElementById('voice-app');
 
 // --- tunables -------------------------------------------------------------------------------
 
-const FRAME_SECONDS = 0.02; // capture frame length (the protocol's 20 ms)
+// The rate the page speaks with the server, both ways (the worklet downsamples the mic to
+// it; Web Audio upsamples the replies). 24 kHz keeps speech's whole band and is what most
+// realtime models produce, at half the upload of 48 kHz.
+const WIRE_RATE = 24000;
 const PLAYBACK_LEAD_S = 0.05; // head start when playback (re)starts from an empty queue
 const TICK_MS = 100; // meters, diagnostics and playback reports
 const RECONNECT_BASE_MS = 500;
@@ -380,7 +383,7 @@ function renderStats(playedMs) {
   setStat('data-session-id', 'session-id', stats.sessionId, stats.sessionId || 'none');
   setStat('data-dropped-frames', 'dropped-frames', stats.droppedFrames, String(stats.droppedFrames));
   setStat('data-reconnects', 'reconnects', stats.reconnects, String(stats.reconnects));
-  const rate = stats.sampleRate || (audio ? audio.ctx.sampleRate : 0);
+  const rate = stats.sampleRate || (audio ? wireRate() : 0);
   setStat('data-sample-rate', 'sample-rate', rate, rate ? `${rate} Hz` : 'unknown');
 }
 
@@ -421,7 +424,7 @@ function schedulePcm(arrayBuffer) {
   if (!a || a.ctx.state === 'closed' || userEnding || sessionEnded) return;
   const count = arrayBuffer.byteLength >> 1;
   if (count === 0) return;
-  const rate = stats.sampleRate || a.ctx.sampleRate;
+  const rate = stats.sampleRate || wireRate();
   stats.receivedSeconds += count / rate;
 
   const buffer = a.ctx.createBuffer(1, count, rate); // resampled by Web Audio if rates differ
@@ -555,7 +558,7 @@ function onMicFrame(event) {
       stats.droppedFrames += 1; // the network is not keeping up: drop rather than lag
     } else {
       conn.socket.send(pcm);
-      stats.sentSeconds += pcm.byteLength / 2 / audio.ctx.sampleRate;
+      stats.sentSeconds += pcm.byteLength / 2 / wireRate();
     }
   }
   maybeTick();
@@ -600,7 +603,7 @@ function buildCaptureGraph(a) {
     channelCount: 1,
     channelCountMode: 'explicit', // Web Audio down-mixes stereo mics to mono for us
     channelInterpretation: 'speakers',
-    processorOptions: { frameSamples: Math.round(a.ctx.sampleRate * FRAME_SECONDS) },
+    processorOptions: { targetRate: wireRate() },
   });
   worklet.port.onmessage = onMicFrame;
   source.connect(worklet);
@@ -727,12 +730,17 @@ async function start() {
 
 // --- the socket -----------------------------------------------------------------------------
 
+// The negotiated rate: WIRE_RATE, or the context's own when that is lower.
+function wireRate() {
+  return Math.min(WIRE_RATE, audio.ctx.sampleRate);
+}
+
 function socketUrl() {
   const path = app.dataset.wsPath || '';
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   // Append to whatever query ws_path already has (e.g. a room token), keeping it verbatim.
   const separator = !path.includes('?') ? '?' : /[?&]$/.test(path) ? '' : '&';
-  const query = `sample_rate=${audio.ctx.sampleRate}&audio_format=binary`;
+  const query = `sample_rate=${wireRate()}&audio_format=binary`;
   return `${scheme}//${location.host}${path}${separator}${query}`;
 }
 
@@ -844,9 +852,9 @@ function onAccess(message) {
 function onSessionStarted(message) {
   stats.sessionId = String(message.session_id || '');
   const rate = Number(message.sample_rate);
-  stats.sampleRate = rate > 0 ? rate : audio.ctx.sampleRate;
-  if (stats.sampleRate !== audio.ctx.sampleRate) {
-    addError('rate_mismatch', `Server ${stats.sampleRate} Hz, page ${audio.ctx.sampleRate} Hz.`);
+  stats.sampleRate = rate > 0 ? rate : wireRate();
+  if (stats.sampleRate !== wireRate()) {
+    addError('rate_mismatch', `Server ${stats.sampleRate} Hz, page ${wireRate()} Hz.`);
   }
   if (pendingReconnectNote) {
     addSystemLine('Reconnected: new session');

@@ -105,6 +105,8 @@ def test_voice_page_talks_to_the_echo_agent_with_barge_in(
     wait(chrome).until(lambda d: connection_state(d) in {"live", "error", "ended"})
     assert connection_state(chrome) == "live", page_errors(chrome)
     session_id = uuid.UUID(wait(chrome).until(lambda d: stat_text(d, "session-id")))
+    # The worklet downsamples the 48 kHz microphone to the 24 kHz the page negotiated.
+    assert stat_text(chrome, "sample-rate") == "24000"
 
     # The microphone's audio goes out.
     wait(chrome).until(lambda d: stat(d, "sent-ms") > 0)
