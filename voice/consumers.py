@@ -193,7 +193,8 @@ class VoiceConsumer(_RefusingConsumer):
         await self._teardown()
 
     async def voice_end(self, event: dict[str, Any]) -> None:
-        """``{"type": "voice.end"}`` on this host's channel: an operator ends the session."""
+        """``{"type": "voice.end"}`` on this host's channel (``voice_session_request_end``):
+        an operator ends the session."""
         voice, link = self.voice, self.link
         if voice is not None and link is not None and link.session is not None:
             reason = str(event.get("reason") or "ended_by_operator")

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -220,6 +222,43 @@ def voice_session_end(
         logger.info("voice session ended: reason=%s session=%s", reason, session_id)
         _session_broadcast(session_id)
     return ended
+
+
+VOICE_END = "voice.end"  # the message a session host ends a session on
+
+
+def voice_session_request_end(
+    *, tenant: Tenant, session_id: uuid.UUID | str, reason: str = EndReason.ENDED_BY_OPERATOR
+) -> bool:
+    """Ask the process holding a live session to end it (after commit, over its host channel).
+    False when the session is unknown in the tenant or already ended. The host records the
+    end; a session whose host has no channel (or is gone) is ended here as ``host_lost``."""
+    if reason not in EndReason.values:
+        raise ValidationError({"reason": f"Unknown end reason {reason!r}."})
+    row = (
+        VoiceSession.objects.filter(pk=session_id, tenant=tenant)
+        .exclude(state=SessionState.ENDED)
+        .values("host_channel_name")
+        .first()
+    )
+    if row is None:
+        return False
+    host = row["host_channel_name"]
+    if not host:
+        return voice_session_end(
+            tenant=tenant,
+            session_id=session_id,
+            reason=EndReason.HOST_LOST,
+            detail="no host channel to reach the session",
+        )
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.send)(host, {"type": VOICE_END, "reason": str(reason)})
+
+    transaction.on_commit(send)
+    return True
 
 
 def voice_session_set_resumption(

@@ -31,4 +31,9 @@ urlpatterns = [
         views.binding_action,
         name="binding-action",
     ),
+    path(
+        "<room:room>/live/sessions/<uuid:session_id>/end/",
+        views.session_end,
+        name="session-end",
+    ),
 ]

@@ -19,6 +19,7 @@ from rooms import services as room_services
 from rooms.broadcast import binding_changed_message
 from rooms.models import Access, ChannelBinding, Room, RoomEvent
 from rooms.selectors import tenant_ids_for_user
+from voice import services as voice_services
 from voice.admission import Admission, Refusal, admit_token, admit_user, plan_voice
 from voice.models import SessionState, VoiceSession
 
@@ -104,6 +105,7 @@ def live_view(request: HttpRequest, room: str) -> HttpResponse:
         "ws_path": f"/ws/rooms/{the_room.pk}/live/",
         "events_url": f"/rooms/{the_room.pk}/live/events/",
         "binding_action_url": f"/rooms/{the_room.pk}/live/bindings/BINDING_ID/ACTION/",
+        "session_end_url": f"/rooms/{the_room.pk}/live/sessions/SESSION_ID/end/",
     }
     return render(request, "voice/live.html", context)
 
@@ -185,3 +187,22 @@ def binding_action(
     message.pop("type")
     message.pop("room_id")
     return JsonResponse(message)
+
+
+@require_POST
+def session_end(request: HttpRequest, room: str, session_id: uuid.UUID) -> JsonResponse:
+    """An operator ends a live session (its host ends it and records why)."""
+    admission = _member_for_json(request, room)
+    if isinstance(admission, JsonResponse):
+        return admission
+    if admission.tenant.pk not in tenant_ids_for_user(request.user, manage=True):
+        return _json_error("only the tenant's owners and admins can end sessions", 403)
+    if not VoiceSession.objects.filter(pk=session_id, room=admission.room).exists():
+        return _json_error("no such session in this room", 404)
+    requested = voice_services.voice_session_request_end(
+        tenant=admission.tenant, session_id=session_id
+    )
+    if not requested:
+        return _json_error("the session has already ended", 409)
+    logger.info("operator %s: end session %s", request.user.pk, session_id)
+    return JsonResponse({"session_id": str(session_id), "end_requested": True})

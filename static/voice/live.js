@@ -70,6 +70,7 @@ const ui = app && {
 const canOperate = app?.dataset.canOperate === 'true';
 const csrfToken = app?.dataset.csrfToken || '';
 const actionUrlTemplate = app?.dataset.bindingActionUrl || '';
+const sessionEndUrlTemplate = app?.dataset.sessionEndUrl || '';
 const eventsUrl = app?.dataset.eventsUrl || '';
 
 // --- helpers --------------------------------------------------------------------------------
@@ -280,6 +281,42 @@ function renderSession(li, session) {
     el('span', 'rv-session-state', stateText),
     tools,
   );
+  if (canOperate && session.state !== 'ended') {
+    const end = el('button', 'rv-button rv-small-button rv-danger', 'End');
+    end.type = 'button';
+    end.dataset.action = 'end-session';
+    end.setAttribute('aria-label', `End the session of ${str(session.participant_id) || 'this caller'}`);
+    end.addEventListener('click', () => endSession(li, end));
+    li.append(' ', end);
+  }
+}
+
+// An operator ends a live session; its `session` message (state ended) updates the list.
+async function endSession(li, button) {
+  const id = li.dataset.sessionId;
+  const url = sessionEndUrlTemplate.replace('SESSION_ID', () => encodeURIComponent(id));
+  button.disabled = true;
+  try {
+    const response = await fetch(url, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRFToken': csrfToken, Accept: 'application/json' },
+    });
+    if (!response.ok) {
+      let reason = `the server answered ${response.status}`;
+      try {
+        const body = await response.json();
+        if (typeof body?.error === 'string' && body.error) reason = body.error;
+      } catch {
+        // keep the status as the reason
+      }
+      addError(`Could not end the session: ${reason}`, 'session_end');
+      button.disabled = false;
+    }
+  } catch {
+    addError('Could not end the session: network error.', 'session_end');
+    button.disabled = false;
+  }
 }
 
 function sessionFromItem(li) {

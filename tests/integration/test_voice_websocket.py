@@ -17,6 +17,7 @@ from tests.fixtures.actors import TenantWorld
 from tests.fixtures.services import binding_muted_elsewhere
 from tests.fixtures.voice_ws import mock_agent_for, receive_until, ws_connect
 from voice.mock import MockRealtimeProvider
+from voice.models import VoiceSession
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +113,29 @@ async def test_caller_observer_and_operator_across_processes(
         started["session_id"],
     )
     assert (ended["state"], ended["end_reason"]) == ("ended", "client_hangup")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_operator_end_reaches_the_host_over_the_redis_layer(
+    world_a: TenantWorld, member_a: User, redis_layer: None
+) -> None:
+    from voice import services as voice_services
+
+    await database_sync_to_async(mock_agent_for)(world_a.tenant, world_a.room)
+    caller, connected = await ws_connect(
+        f"/ws/rooms/{world_a.room.pk}/voice/?sample_rate=16000", user=member_a
+    )
+    assert connected
+    started = await receive_until(caller, "session_started")
+
+    requested = await database_sync_to_async(voice_services.voice_session_request_end)(
+        tenant=world_a.tenant, session_id=started["session_id"]
+    )
+    ended = await receive_until(caller, "session_ended")
+    await caller.disconnect()
+    row = await database_sync_to_async(VoiceSession.objects.get)(pk=started["session_id"])
+
+    assert requested is True
+    assert ended["reason"] == "ended_by_operator"
+    assert (row.state, row.end_reason) == ("ended", "ended_by_operator")

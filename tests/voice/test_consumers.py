@@ -566,3 +566,57 @@ async def test_operator_mute_applies_to_the_live_session(
     assert blocked["code"] == "message_blocked"
     assert "muted" in blocked["message"]
     assert provider.injected_texts == []
+
+
+async def test_operator_ends_a_live_session_through_its_host_channel(
+    room_path: str, member_a: User, owner_a: User, world_a: TenantWorld
+) -> None:
+    from django.test import Client
+
+    communicator, started = await _start(room_path, member_a)
+
+    def end_as_owner() -> int:
+        client = Client()
+        client.force_login(owner_a)
+        url = f"/rooms/{world_a.room.pk}/live/sessions/{started['session_id']}/end/"
+        return int(client.post(url).status_code)
+
+    status = await database_sync_to_async(end_as_owner)()
+    ended = await receive_until(communicator, "session_ended")
+    closed = await communicator.receive_output(timeout=10)
+    await communicator.disconnect()  # the host finishes recording the end first
+    row = await _row(started["session_id"])
+
+    assert status == 200
+    assert ended == {"type": "session_ended", "reason": "ended_by_operator"}
+    assert closed == {"type": "websocket.close", "code": 1000}
+    assert (row.state, row.end_reason) == ("ended", "ended_by_operator")
+
+
+async def test_server_cancelling_the_connection_still_ends_and_records_the_session(
+    room_path: str,
+    member_a: User,
+    world_a: TenantWorld,
+    built_providers: list[MockRealtimeProvider],
+) -> None:
+    communicator, started = await _start(room_path, member_a)
+    provider = built_providers[0]
+    await provider.simulate_transcription(
+        provider.sessions[started["session_id"]], "said before the shutdown", role="user"
+    )
+
+    communicator.future.cancel()  # what a server shutting down does to its applications
+    with pytest.raises(asyncio.CancelledError):
+        await communicator.future
+    row = await _row(started["session_id"])
+    texts = await database_sync_to_async(
+        lambda: list(
+            RoomEvent.objects.filter(room=world_a.room, kind=EventKind.TRANSCRIPT).values_list(
+                "text", flat=True
+            )
+        )
+    )()
+
+    assert row.state == "ended"
+    assert texts == ["said before the shutdown"]
+    assert provider.connected == set()

@@ -195,3 +195,53 @@ def test_home_lists_only_the_users_rooms(
     assert [room.pk for room in mine.context["rooms"]] == [world_a.room.pk]
     assert f"/rooms/{world_a.room.pk}/voice/".encode() in mine.content
     assert str(world_b.room.pk).encode() not in mine.content
+
+
+def _live_session(world: TenantWorld, host: str = "specific.test!host") -> str:
+    from voice import services as voice_services
+
+    session = voice_services.voice_session_create(
+        tenant=world.tenant,
+        room=world.room,
+        participant_id="caller",
+        transport="websocket",
+        provider_kind="mock",
+        host_channel_name=host,
+    )
+    return str(session.pk)
+
+
+def test_only_owners_end_sessions_and_only_live_ones(
+    world_a: TenantWorld, owner_a: User, member_a: User, owner_b: User
+) -> None:
+    from voice import services as voice_services
+
+    session_id = _live_session(world_a)
+    url = f"/rooms/{world_a.room.pk}/live/sessions/{session_id}/end/"
+
+    by_member = _client(member_a).post(url)
+    by_other_owner = _client(owner_b).post(url)
+    by_owner = _client(owner_a).post(url)
+    voice_services.voice_session_end(
+        tenant=world_a.tenant, session_id=session_id, reason="client_hangup"
+    )
+    again = _client(owner_a).post(url)
+
+    assert by_member.status_code == 403
+    assert by_other_owner.status_code == 404
+    assert by_owner.json() == {"session_id": session_id, "end_requested": True}
+    assert again.status_code == 409
+
+
+def test_a_session_without_a_host_is_ended_as_host_lost(
+    world_a: TenantWorld, owner_a: User
+) -> None:
+    from voice.models import VoiceSession
+
+    session_id = _live_session(world_a, host="")
+
+    response = _client(owner_a).post(f"/rooms/{world_a.room.pk}/live/sessions/{session_id}/end/")
+    row = VoiceSession.objects.get(pk=session_id)
+
+    assert response.status_code == 200
+    assert (row.state, row.end_reason) == ("ended", "host_lost")
