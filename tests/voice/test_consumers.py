@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rooms import services as room_services
 from rooms.models import Access, ChannelBinding, EventKind, RoomEvent, User
@@ -606,8 +608,12 @@ async def test_server_cancelling_the_connection_still_ends_and_records_the_sessi
     )
 
     communicator.future.cancel()  # what a server shutting down does to its applications
-    with pytest.raises(asyncio.CancelledError):
+    # The application ends cancelled; channels-redis may instead surface the cancelled
+    # read of its socket as redis's TimeoutError. Either way it has ended: what matters is
+    # what it left behind.
+    with contextlib.suppress(asyncio.CancelledError, RedisTimeoutError):
         await communicator.future
+    assert communicator.future.done()
     row = await _row(started["session_id"])
     texts = await database_sync_to_async(
         lambda: list(
