@@ -171,6 +171,8 @@ class _Runtime:
     preconnect_bytes: int = 0
     generation: int = 0
     accepting_audio: bool = True
+    #: Between the provider's response start and end: a reply is being generated.
+    responding: bool = False
     speech_started_at: datetime | None = None
     was_barge_in: bool = False
     sent_ms: float = 0.0  # reply audio handed to the transport since the reply started
@@ -887,6 +889,10 @@ class RealtimeVoiceChannel:
             runtime.outbound.task_done()
         if runtime.resampler_out:
             runtime.resampler_out.reset()
+        if runtime.responding:
+            # The caller spoke over a reply being generated: whatever audio of it is still on
+            # its way (vendors stream ahead of playback) is stale, even if none came yet.
+            runtime.accepting_audio = False
         if not had_audio:
             return
         played = self._played_ms(runtime)
@@ -922,6 +928,7 @@ class RealtimeVoiceChannel:
         if runtime is None or runtime.ending:
             return
         runtime.accepting_audio = True
+        runtime.responding = True
         runtime.sent_ms, runtime.first_sent_at, runtime.played_ms = 0.0, None, None
         await self._send(runtime, {"type": "speaking", "speaking": True, "who": "assistant"})
 
@@ -929,6 +936,7 @@ class RealtimeVoiceChannel:
         runtime = self._runtimes.get(session.id)
         if runtime is None or runtime.ending:
             return
+        runtime.responding = False
         try:
             runtime.outbound.put_nowait(END_OF_RESPONSE)
         except asyncio.QueueFull:

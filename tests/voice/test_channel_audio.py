@@ -677,6 +677,40 @@ async def test_reply_audio_after_a_barge_in_is_dropped_until_the_next_response_s
 
 
 @pytest.mark.asyncio
+async def test_speech_over_a_reply_whose_audio_has_not_come_yet_drops_that_audio() -> None:
+    channel, provider, transport, _ = build()
+    session = await channel.start_session("room-1", "user-1")
+    await provider.simulate_response_start(session)
+
+    await provider.simulate_speech_start(session)  # before the reply's first audio
+    await provider.simulate_audio(session, frame(1))  # it was already on its way
+    await provider.simulate_response_end(session)
+    await provider.simulate_response_start(session)
+    await provider.simulate_audio(session, frame(2))
+
+    assert audio_of(transport) == [frame(2)]
+    assert transport.messages_of(session, "clear_audio") == []  # nothing had been sent
+    assert provider.truncations == []
+    await channel.close()
+
+
+@pytest.mark.asyncio
+async def test_speech_between_replies_does_not_block_the_next_reply() -> None:
+    channel, provider, transport, _ = build()
+    session = await channel.start_session("room-1", "user-1")
+    await provider.simulate_response_start(session)
+    await provider.simulate_audio(session, frame(1))
+    await provider.simulate_response_end(session)
+
+    await provider.simulate_speech_start(session)  # the reply is complete: not stale
+    await provider.simulate_response_start(session)
+    await provider.simulate_audio(session, frame(2))
+
+    assert audio_of(transport)[-1] == frame(2)
+    await channel.close()
+
+
+@pytest.mark.asyncio
 async def test_interrupt_stops_the_provider_and_clears_the_client() -> None:
     channel, provider, transport, _ = build()
     session = await channel.start_session("room-1", "user-1")
