@@ -58,7 +58,20 @@ def voice_page(request: HttpRequest, room: str) -> HttpResponse:
     token = request.GET.get("token", "")
     agent_slug = request.GET.get("agent", "") or None
     if not token and not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
+        # Perhaps a room link with the token in its fragment (#token=…, which browsers
+        # never send, so it stays out of access logs): a page that names nothing and lets
+        # the WebSocket decide; without a token its script sends the visitor to log in.
+        agent_query = urlencode({"agent": agent_slug}) if agent_slug else ""
+        gate: dict[str, Any] = {
+            "room": None,
+            "agent": None,
+            "ws_path": f"/ws/rooms/{room}/voice/" + (f"?{agent_query}" if agent_query else ""),
+            "token_in_fragment": True,
+            "login_url": redirect_to_login(request.get_full_path())["Location"],
+        }
+        gate_page = render(request, "voice/voice.html", gate)
+        gate_page["Referrer-Policy"] = "no-referrer"
+        return gate_page
     try:
         admission = admit_token(room_ref=room, token=token) if token else _member(request, room)
         plan = plan_voice(admission, agent_slug=agent_slug)

@@ -735,12 +735,19 @@ function wireRate() {
   return Math.min(WIRE_RATE, audio.ctx.sampleRate);
 }
 
+// A room token given in the page's fragment (#token=…): browsers never send fragments to
+// the server, so the token stays out of access logs; it goes on the WebSocket URL only.
+function fragmentToken() {
+  return new URLSearchParams(location.hash.slice(1)).get('token') || '';
+}
+
 function socketUrl() {
   const path = app.dataset.wsPath || '';
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   // Append to whatever query ws_path already has (e.g. a room token), keeping it verbatim.
   const separator = !path.includes('?') ? '?' : /[?&]$/.test(path) ? '' : '&';
-  const query = `sample_rate=${wireRate()}&audio_format=binary`;
+  let query = `sample_rate=${wireRate()}&audio_format=binary`;
+  if (app.dataset.tokenFragment === 'true') query += `&token=${encodeURIComponent(fragmentToken())}`;
   return `${scheme}//${location.host}${path}${separator}${query}`;
 }
 
@@ -1038,6 +1045,11 @@ function onTextSubmit(event) {
 // --- wiring ---------------------------------------------------------------------------------
 
 function init() {
+  // Opened without a login: only a token in the fragment gets in; without one, log in.
+  if (app.dataset.tokenFragment === 'true' && !fragmentToken()) {
+    location.replace(app.dataset.loginUrl || '/accounts/login/');
+    return;
+  }
   ui.connect.addEventListener('click', () => {
     start().catch((error) => {
       addError('audio_failed', error?.message);

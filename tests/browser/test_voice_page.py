@@ -175,3 +175,45 @@ def test_voice_page_talks_to_the_echo_agent_with_barge_in(
     assert all(ASSISTANT_TURN.fullmatch(text) for text in assistant_texts), assistant_texts
 
     assert console_log(chrome).severe() == []
+
+
+def test_a_room_link_with_a_fragment_token_joins_without_an_account(
+    daphne_server: DaphneServer,
+    chrome: webdriver.Chrome,
+    echo_room: Room,
+) -> None:
+    from rooms import services as room_services
+
+    token = room_services.room_token_create(
+        tenant=echo_room.tenant, room=echo_room, participant_id="guest-7"
+    )
+
+    chrome.get(f"{daphne_server.url}/rooms/{echo_room.pk}/voice/#token={token}")
+    chrome.find_element(By.ID, "connect-button").click()
+    wait(chrome).until(lambda d: connection_state(d) in {"live", "error", "ended"})
+    assert connection_state(chrome) == "live", page_errors(chrome)
+    session_id = wait(chrome).until(lambda d: stat_text(d, "session-id"))
+    wait(chrome).until(lambda d: final_turns(d, "user"))
+    chrome.find_element(By.ID, "end-button").click()
+    wait(chrome).until(lambda d: connection_state(d) == "ended")
+    session = eventually(
+        lambda: VoiceSession.objects.filter(pk=session_id, state="ended").first(),
+        timeout=TIMEOUT,
+        describe=lambda: list(VoiceSession.objects.values_list("state", "participant_id")),
+    )
+
+    assert session.participant_id == "guest-7"
+    assert session.end_reason == EndReason.ENDED_BY_CALLER
+    # Neither the page request nor the WebSocket's put the token in the server's logs.
+    assert token not in daphne_server.log_path.read_text(errors="replace")
+
+
+def test_a_voice_page_opened_without_login_or_token_sends_the_visitor_to_log_in(
+    daphne_server: DaphneServer,
+    chrome: webdriver.Chrome,
+    echo_room: Room,
+) -> None:
+    chrome.get(f"{daphne_server.url}/rooms/{echo_room.pk}/voice/")
+
+    wait(chrome).until(lambda d: "/accounts/login/" in d.current_url)
+    assert f"/rooms/{echo_room.pk}/voice/" in chrome.current_url  # ?next= brings them back

@@ -26,13 +26,22 @@ def _client(user: User | None = None) -> Client:
 # --- the voice page ----------------------------------------------------------------------------
 
 
-def test_voice_page_needs_a_login_or_a_token(world_a: TenantWorld) -> None:
+def test_voice_page_without_login_names_nothing_and_leaves_it_to_a_fragment_token(
+    world_a: TenantWorld,
+) -> None:
     mock_agent_for(world_a.tenant, world_a.room)
+    world_a.room.name = "Private board room"
+    world_a.room.save(update_fields=["name"])
 
     response = _client().get(f"/rooms/{world_a.room.pk}/voice/")
 
-    assert response.status_code == 302
-    assert response["Location"].startswith("/accounts/login/?next=")
+    assert response.status_code == 200
+    assert response.context["token_in_fragment"] is True
+    assert response.context["login_url"].startswith("/accounts/login/?next=")
+    assert response.context["ws_path"] == f"/ws/rooms/{world_a.room.pk}/voice/"
+    assert b"Private board room" not in response.content
+    assert b"Mock agent" not in response.content
+    assert response["Referrer-Policy"] == "no-referrer"
 
 
 def test_member_gets_the_voice_page_with_the_socket_path(
