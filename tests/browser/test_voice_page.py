@@ -217,3 +217,31 @@ def test_a_voice_page_opened_without_login_or_token_sends_the_visitor_to_log_in(
 
     wait(chrome).until(lambda d: "/accounts/login/" in d.current_url)
     assert f"/rooms/{echo_room.pk}/voice/" in chrome.current_url  # ?next= brings them back
+
+
+def test_the_page_reconnects_after_the_connection_dies_with_a_new_session(
+    daphne_server: DaphneServer,
+    chrome: webdriver.Chrome,
+    member_a: User,
+    echo_room: Room,
+) -> None:
+    browser_login(chrome, daphne_server, member_a)
+    chrome.get(f"{daphne_server.url}/rooms/{echo_room.pk}/voice/")
+    chrome.find_element(By.ID, "connect-button").click()
+    wait(chrome).until(lambda d: connection_state(d) == "live")
+    first = wait(chrome).until(lambda d: stat_text(d, "session-id"))
+
+    # While the server is down, Chromium logs each refused reconnect attempt itself.
+    console_log(chrome).expect("net::ERR_CONNECTION_REFUSED")
+    daphne_server.crash_and_restart()  # the socket dies with no close frame
+    wait(chrome).until(lambda d: stat(d, "reconnects") >= 1)
+    wait(chrome).until(
+        lambda d: connection_state(d) == "live" and stat_text(d, "session-id") not in ("", first)
+    )
+    second = stat_text(chrome, "session-id")
+    sent = stat(chrome, "sent-ms")
+    wait(chrome).until(lambda d: stat(d, "sent-ms") > sent)  # the microphone kept going
+
+    assert second != first
+    assert VoiceSession.objects.get(pk=second).participant_id == f"user:{member_a.pk}"
+    assert page_errors(chrome) == []
