@@ -1,7 +1,8 @@
 """The live room view in a browser, while a member talks on the voice page in another.
 
 The owner watches the member's call arrive live (the session, then the transcript as the
-echo agent hears and answers), and mutes the member's binding from the page.
+echo agent hears and answers), mutes the member's binding from the page (the member's page
+says so), and ends the call from it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from selenium.webdriver.common.by import By
 from rooms import services as room_services
 from rooms.models import ChannelBinding, Room, User
 from tests.fixtures.browser import (
+    TIMEOUT,
     DaphneServer,
     browser_login,
     connection_state,
     console_log,
+    eventually,
     save_screenshot,
     stat_text,
     wait,
 )
+from voice.models import VoiceSession
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -95,8 +99,17 @@ def test_owner_watches_a_call_live_and_mutes_the_caller(
     )
     assert owner.find_elements(By.CSS_SELECTOR, "#live-errors li") == []
     save_screenshot(owner, "live-view")
+    # The caller's page is told at once (the engine applies it to the next frame).
+    notice = caller.find_element(By.ID, "access-notice")
+    wait(caller).until(lambda d: notice.get_attribute("data-can-speak") == "false")
+    assert notice.is_displayed()
+    assert "muted" in notice.text
 
-    caller.find_element(By.ID, "end-button").click()
+    # The owner ends the call from the live view.
+    owner.find_element(
+        By.CSS_SELECTOR,
+        f'#sessions li[data-session-id="{session_id}"] button[data-action="end-session"]',
+    ).click()
     wait(caller).until(lambda d: connection_state(d) == "ended")
     ended_row = f'#sessions li[data-session-id="{session_id}"][data-state="ended"]'
     wait(owner).until(
@@ -105,6 +118,13 @@ def test_owner_watches_a_call_live_and_mutes_the_caller(
             or not d.find_elements(By.CSS_SELECTOR, f'#sessions li[data-session-id="{session_id}"]')
         )
     )
+
+    ended = eventually(
+        lambda: VoiceSession.objects.filter(pk=session_id, state="ended").first(),
+        timeout=TIMEOUT,
+        describe=lambda: VoiceSession.objects.filter(pk=session_id).values("state").first(),
+    )
+    assert ended.end_reason == "ended_by_operator"
 
     for driver in (caller, owner):
         assert console_log(driver).severe() == []
