@@ -177,6 +177,14 @@ class VoiceConsumer(_RefusingConsumer):
             logger.info("voice connection refused: %s (%s)", refusal.code, refusal.message)
             await self.refuse(refusal)
             return
+        except Exception:
+            # A server-side fault (database, a credential that no longer decrypts…): say so
+            # in words rather than drop the socket.
+            logger.exception("voice connection could not be admitted")
+            await self.refuse(
+                Refusal(CLOSE_INTERNAL, "internal_error", "the server could not start the call")
+            )
+            return
         await self.accept()
         self.transport = WebSocketRealtimeTransport()
         self.link = self.transport.link(

@@ -626,3 +626,19 @@ async def test_server_cancelling_the_connection_still_ends_and_records_the_sessi
     assert row.state == "ended"
     assert texts == ["said before the shutdown"]
     assert provider.connected == set()
+
+
+async def test_a_server_fault_while_admitting_is_answered_in_words(
+    room_path: str, member_a: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voice import consumers
+
+    def broken(admission: object, *, agent_slug: str | None) -> object:
+        raise RuntimeError("the credential no longer decrypts")
+
+    monkeypatch.setattr(consumers, "plan_voice", broken)
+
+    error, code = await _refusal(room_path, member_a)
+
+    assert (error["code"], code) == ("internal_error", 1011)
+    assert "decrypt" not in error["message"]  # internals stay in the server's log
