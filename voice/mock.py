@@ -170,11 +170,20 @@ class MockRealtimeTransport(_Settling, RealtimeTransport):
         self.sent_audio: list[tuple[str, bytes]] = []
         self.sent_messages: list[tuple[str, dict[str, Any]]] = []
         self.accepted: dict[str, Any] = {}
+        self._activity = asyncio.Event()
         #: Raised by the next accept() (then cleared).
         self.fail_accept: BaseException | None = None
 
     def transport_sample_rate(self, session: LiveSession) -> int | None:
         return self.sample_rate
+
+    async def wait_until(self, predicate: Callable[[], Any], *, within: float = 10.0) -> None:
+        """Until ``predicate()`` holds, re-checked whenever the engine sends the caller
+        something (for tests where a real provider drives the engine)."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self._activity.clear()
+                await self._activity.wait()
 
     async def accept(self, session: LiveSession, connection: Any) -> None:
         self.calls.append(MockCall("accept", session.id, (connection,)))
@@ -185,9 +194,11 @@ class MockRealtimeTransport(_Settling, RealtimeTransport):
 
     async def send_audio(self, session: LiveSession, audio: bytes) -> None:
         self.sent_audio.append((session.id, bytes(audio)))
+        self._activity.set()
 
     async def send_message(self, session: LiveSession, message: dict[str, Any]) -> None:
         self.sent_messages.append((session.id, dict(message)))
+        self._activity.set()
 
     async def interrupt(self, session: LiveSession) -> None:
         self.calls.append(MockCall("interrupt", session.id))

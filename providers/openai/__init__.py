@@ -1,1 +1,5 @@
-"""OpenAI Realtime provider."""
+"""OpenAI Realtime provider (GA interface)."""
+
+from providers.openai.provider import OpenAIRealtimeProvider
+
+__all__ = ["OpenAIRealtimeProvider"]

@@ -19,7 +19,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rooms import services as room_services
 from rooms.models import Access, ChannelBinding, EventKind, RoomEvent, User
 from tests.fixtures.actors import TenantWorld
-from tests.fixtures.voice_ws import mock_agent_for, receive_until, ws_connect
+from tests.fixtures.voice_ws import (
+    mock_agent_for,
+    receive_until,
+    unbuilt_agent_for,
+    ws_connect,
+)
 from voice.mock import MockRealtimeProvider
 from voice.models import VoiceSession
 from voice.session import LiveSession
@@ -522,10 +527,12 @@ async def test_revoked_participant_cannot_join(
 async def test_unavailable_provider_is_refused_with_its_reason(
     world_a: TenantWorld, member_a: User
 ) -> None:
-    # tenant A's default agent uses OpenAI, whose client is not in this build yet
+    await database_sync_to_async(unbuilt_agent_for)(world_a.tenant, world_a.room)
+
     error, code = await _refusal(f"/ws/rooms/{world_a.room.pk}/voice/", member_a)
 
-    assert code in (4409, 4401) and error["code"] in ("unavailable",)
+    assert (error["code"], code) == ("unavailable", 4409)
+    assert "Google Gemini Live" in error["message"]
 
 
 async def test_foreign_origin_is_refused_at_the_handshake(room_path: str, member_a: User) -> None:

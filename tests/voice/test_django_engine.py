@@ -168,11 +168,36 @@ async def test_another_tenants_room_cannot_host_a_session(
 
 
 @pytest.mark.django_db
-def test_an_agent_whose_provider_is_not_built_yet_says_so(world_a: TenantWorld) -> None:
+def test_an_openai_agent_gets_its_provider_with_the_decrypted_key(world_a: TenantWorld) -> None:
+    from providers.openai import OpenAIRealtimeProvider
+
     config = agent_config_load(tenant=world_a.tenant, agent=world_a.agent)
+    provider = provider_for(config)
 
     assert "sk-" not in repr(config)
-    with pytest.raises(ProviderUnavailable, match="OpenAI Realtime"):
+    assert isinstance(provider, OpenAIRealtimeProvider)
+    assert provider._api_key == "sk-tenant-a-0123456789abcdefXYZ"
+    assert "sk-" not in repr(provider)
+
+
+@pytest.mark.django_db
+def test_an_agent_whose_provider_is_not_built_yet_says_so(world_a: TenantWorld) -> None:
+    from providers import services as provider_services
+    from voice import services as voice_services
+
+    credential = provider_services.credential_create(
+        tenant=world_a.tenant, name="gemini-main", kind="gemini", secret="AIza-0123456789abcdef"
+    )
+    agent = voice_services.agent_create(
+        tenant=world_a.tenant,
+        slug="gemini",
+        name="Gemini",
+        provider_kind="gemini",
+        credential=credential,
+    )
+    config = agent_config_load(tenant=world_a.tenant, agent=agent)
+
+    with pytest.raises(ProviderUnavailable, match="Google Gemini Live"):
         provider_for(config)
 
 

@@ -11,7 +11,7 @@ from django.test import Client
 from rooms import services as room_services
 from rooms.models import ChannelBinding, RoomEvent, User
 from tests.fixtures.actors import TenantWorld
-from tests.fixtures.voice_ws import mock_agent_for
+from tests.fixtures.voice_ws import mock_agent_for, unbuilt_agent_for
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +85,8 @@ def test_room_token_opens_the_voice_page_without_leaking_the_token(
 def test_voice_page_says_when_the_provider_cannot_be_used(
     world_a: TenantWorld, member_a: User
 ) -> None:
-    # tenant A's default agent is an OpenAI one, whose client is not in this build
+    unbuilt_agent_for(world_a.tenant, world_a.room)
+
     response = _client(member_a).get(f"/rooms/{world_a.room.pk}/voice/")
 
     assert response.status_code == 403

@@ -1,0 +1,1 @@
+"""Fakes of the realtime providers' wire protocols, for tests."""
