@@ -33,6 +33,7 @@ CALLBACKS = (
     "response_start",  # (session)
     "response_end",  # (session)
     "error",  # (session, code: str, message: str, fatal: bool)
+    "usage",  # (session, usage: dict) after a response: the vendor's token counts
 )
 
 
@@ -82,6 +83,11 @@ class RealtimeVoiceProvider(ABC):
 
     def on_error(self, callback: Callback) -> None:
         self._callbacks["error"].append(callback)
+
+    def on_usage(self, callback: Callback) -> None:
+        """``callback(session, usage)``: a response's usage as the vendor reports it (nested
+        dicts of counts); the engine adds them up per session."""
+        self._callbacks["usage"].append(callback)
 
     async def _fire(self, event: str, session: LiveSession, *args: Any) -> None:
         for callback in self._callbacks[event]:

@@ -282,6 +282,7 @@ class RealtimeVoiceChannel:
         provider.on_response_start(self._on_response_start)
         provider.on_response_end(self._on_response_end)
         provider.on_error(self._on_provider_error)
+        provider.on_usage(self._on_usage)
         transport.on_audio_received(self._on_client_audio)
         transport.on_client_disconnected(self._on_client_disconnected)
         transport.on_playback(self._on_playback)
@@ -1265,8 +1266,33 @@ class RealtimeVoiceChannel:
             runtime, event.text, "user", status, blocked_by, None, kind="message"
         )
 
+    def _on_usage(self, session: LiveSession, usage: Any) -> None:
+        """Add a response's usage to the session's totals (recorded when it ends)."""
+        if session.id not in self._runtimes or not isinstance(usage, dict):
+            return
+        _add_counts(session.usage, usage)
+        session.usage["responses"] = int(session.usage.get("responses", 0)) + 1
+
     async def _on_client_disconnected(self, session: LiveSession) -> None:
         await self.end_session(session, reason="client_hangup")
+
+
+def _add_counts(total: dict[str, Any], usage: dict[str, Any]) -> None:
+    """Sum the numbers of ``usage`` into ``total``, nested dicts too; other values (a
+    "type" label, say) are kept as last seen."""
+    for key, value in usage.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            current = total.get(key, 0)
+            total[key] = (current if isinstance(current, int | float) else 0) + value
+        elif isinstance(value, dict):
+            nested = total.get(key)
+            if not isinstance(nested, dict):
+                nested = total[key] = {}
+            _add_counts(nested, value)
+        elif isinstance(value, str):
+            total[key] = value
 
 
 async def _call(handler: Callable[[], Any]) -> Any:

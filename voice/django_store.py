@@ -128,6 +128,7 @@ class DjangoStore(SessionStore):
             reason=reason,
             detail=detail,
             metrics={"engine": dict(session.stats)},
+            usage=dict(session.usage),
         )
         self._rooms.pop(session.id, None)
 

@@ -152,6 +152,10 @@ class MockRealtimeProvider(_Settling, RealtimeVoiceProvider):
         await self._fire("response_end", session)
         await self._settle(session)
 
+    async def simulate_usage(self, session: LiveSession, usage: dict[str, Any]) -> None:
+        await self._fire("usage", session, usage)
+        await self._settle(session)
+
     async def simulate_error(
         self, session: LiveSession, code: str, message: str, fatal: bool = False
     ) -> None:

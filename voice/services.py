@@ -205,6 +205,7 @@ def voice_session_end(
     reason: str,
     detail: str = "",
     metrics: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> bool:
     """CONNECTING/ACTIVE → ENDED with a reason. Ending twice is a no-op returning False."""
     if reason not in EndReason.values:
@@ -217,6 +218,7 @@ def voice_session_end(
         end_reason=reason,
         end_detail=detail[:2000],
         **({"metrics": metrics} if metrics is not None else {}),
+        **({"usage": usage} if usage is not None else {}),
     )
     if ended:
         logger.info("voice session ended: reason=%s session=%s", reason, session_id)

@@ -47,6 +47,8 @@ class LiveSession:
     ended_at: float | None = None
     #: The engine's counters (drops per policy, bad frames…), filled in when the session ends.
     stats: dict[str, int] = field(default_factory=dict)
+    #: The provider's usage, summed over the session's responses (token counts, by kind).
+    usage: dict[str, Any] = field(default_factory=dict)
 
     def move_to(self, target: SessionState) -> None:
         if target not in _MOVES[self.state]:

@@ -5,7 +5,7 @@ One WebSocket per live session. The reader task turns server events into the ABC
 callbacks; client events are small JSON frames (audio as base64 PCM16 24 kHz).
 
 Not yet here (issue 5, next steps): transparent reconnection before the 60-minute limit or
-after a dropped socket, usage recording on the VoiceSession, G.711 for 8 kHz telephony.
+after a dropped socket, G.711 for 8 kHz telephony.
 A dropped socket currently ends the session with a fatal ``connection_lost`` error.
 """
 
@@ -470,6 +470,8 @@ class OpenAIRealtimeProvider(RealtimeVoiceProvider):
     async def _on_response_done(self, conn: _Conn, event: dict[str, Any]) -> None:
         conn.response_active = False
         response = event.get("response") or {}
+        if isinstance(response.get("usage"), dict):
+            await self._fire("usage", conn.session, response["usage"])
         if response.get("status") == "failed":
             details = response.get("status_details") or {}
             error = details.get("error") or {}

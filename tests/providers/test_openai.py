@@ -110,6 +110,8 @@ async def test_a_spoken_turn_reaches_the_caller_as_transcripts_and_audio() -> No
         audio = b"".join(chunk for sid, chunk in transport.sent_audio if sid == session.id)
         await channel.close()
 
+    assert session.usage["responses"] == 1
+    assert session.usage["total_tokens"] > 0
     finals = [(m["role"], m["text"]) for m in transcripts if m["is_final"]]
     assert finals == [("user", "hello"), ("assistant", "Hi there.")]
     assert any(not m["is_final"] and m["role"] == "user" for m in transcripts)

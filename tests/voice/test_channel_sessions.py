@@ -550,3 +550,26 @@ async def test_reconfigure_refuses_an_out_of_range_temperature_and_sends_nothing
 
     assert [call for call in provider.calls if call.method == "reconfigure"] == []
     await channel.end_session(session.id)
+
+
+@pytest.mark.asyncio
+async def test_usage_of_each_response_is_added_up_for_the_session() -> None:
+    engine = make_engine()
+    session = await engine.channel.start_session("room-1", "user-1")
+
+    await engine.provider.simulate_usage(
+        session,
+        {"total_tokens": 30, "input_token_details": {"audio_tokens": 20, "cached_tokens": 0}},
+    )
+    await engine.provider.simulate_usage(
+        session,
+        {"total_tokens": 12, "input_token_details": {"audio_tokens": 5, "cached_tokens": 4}},
+    )
+    await engine.provider.simulate_usage(session, "not a dict")  # ignored
+    await engine.channel.end_session(session)
+
+    assert session.usage == {
+        "total_tokens": 42,
+        "input_token_details": {"audio_tokens": 25, "cached_tokens": 4},
+        "responses": 2,
+    }

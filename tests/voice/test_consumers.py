@@ -230,6 +230,7 @@ async def test_abrupt_disconnect_ends_the_session_and_keeps_the_transcript(
     session = _session(provider, started["session_id"])
     await provider.simulate_transcription(session, "first words", role="user")
     await provider.simulate_transcription(session, "an answer", role="assistant")
+    await provider.simulate_usage(session, {"total_tokens": 57, "output_tokens": 40})
 
     await communicator.disconnect(code=1006)  # no close frame: the TCP connection died
     row = await _row(started["session_id"])
@@ -243,6 +244,7 @@ async def test_abrupt_disconnect_ends_the_session_and_keeps_the_transcript(
 
     assert (row.state, row.end_reason) == ("ended", "client_hangup")
     assert texts == [("user", "first words"), ("assistant", "an answer")]
+    assert row.usage == {"total_tokens": 57, "output_tokens": 40, "responses": 1}
     assert session.id not in provider.connected
 
 
