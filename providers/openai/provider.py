@@ -384,6 +384,8 @@ class OpenAIRealtimeProvider(RealtimeVoiceProvider):
                         logger.exception("handling OpenAI event %s failed", event.get("type"))
         except websockets.ConnectionClosed:
             pass
+        except Exception:  # a broken socket must still end in the error below, not silence
+            logger.exception("reading from OpenAI failed")
         if not conn.ready.is_set():  # closed before the session was confirmed
             conn.closing = True
             conn.ready.set()
