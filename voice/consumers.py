@@ -54,7 +54,11 @@ from voice.protocol import (
     parse_audio_format,
     parse_sample_rate,
 )
-from voice.transports.websocket import ClientLink, WebSocketRealtimeTransport
+from voice.transports.websocket import (
+    ClientLink,
+    WebSocketRealtimeTransport,
+    run_authenticate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +123,7 @@ class _RefusingConsumer(AsyncWebsocketConsumer):
             query=query,
         )
         try:
-            granted = await WebSocketRealtimeTransport(authenticate=hook).authenticate_connection(
-                request
-            )
+            granted = await run_authenticate(hook, request)
         except PermissionError as error:
             raise Refusal(CLOSE_UNAUTHENTICATED, "unauthenticated", str(error)) from None
         return admit_hook(room=room, granted=granted)

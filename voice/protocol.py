@@ -195,6 +195,12 @@ class FloodGuard:
         self._last_warning = -1e9
         self.dropped = 0
 
+    def set_byte_rate(self, bytes_per_s: float, *, burst_s: float = 2.0) -> None:
+        """Change the audio byte rate (once the connection's sample rate is known)."""
+        self.bytes_per_s = bytes_per_s
+        self.byte_capacity = bytes_per_s * burst_s
+        self._bytes = min(self._bytes, self.byte_capacity)
+
     def admit(self, nbytes: int) -> str:
         now = self._clock()
         elapsed = max(0.0, now - self._last)

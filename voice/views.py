@@ -9,10 +9,11 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.views.decorators.http import require_GET, require_POST
 
 from rooms import services as room_services
@@ -67,7 +68,8 @@ def voice_page(request: HttpRequest, room: str) -> HttpResponse:
             "agent": None,
             "ws_path": f"/ws/rooms/{room}/voice/" + (f"?{agent_query}" if agent_query else ""),
             "token_in_fragment": True,
-            "login_url": redirect_to_login(request.get_full_path())["Location"],
+            "login_url": f"{resolve_url(settings.LOGIN_URL)}?"
+            + urlencode({"next": request.get_full_path()}),
         }
         gate_page = render(request, "voice/voice.html", gate)
         gate_page["Referrer-Policy"] = "no-referrer"

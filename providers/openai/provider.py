@@ -252,8 +252,10 @@ class OpenAIRealtimeProvider(RealtimeVoiceProvider):
             return
         pcm = conn.resample_in.process(audio) if conn.resample_in else audio
         if pcm:
+            # The hot path: the frame is assembled directly (base64 needs no JSON escaping)
+            # and carries no event_id (nothing answers an append).
             data = base64.b64encode(pcm).decode("ascii")
-            await self._send(conn, {"type": "input_audio_buffer.append", "audio": data})
+            await conn.socket.send('{"type":"input_audio_buffer.append","audio":"' + data + '"}')
 
     async def _create_response(self, conn: _Conn) -> None:
         """One response in flight at a time: a second request waits for the first's end."""

@@ -43,7 +43,7 @@ from voice.transports.base import RealtimeTransport
 if TYPE_CHECKING:
     from voice.session import LiveSession
 
-__all__ = ["ClientLink", "FrameSender", "WebSocketRealtimeTransport"]
+__all__ = ["ClientLink", "FrameSender", "WebSocketRealtimeTransport", "run_authenticate"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ class ClientLink:
 
     def _set_rate(self, rate: int) -> None:
         self.sample_rate = rate
-        self.guard.bytes_per_s = AUDIO_RATE_FACTOR * 2 * rate
-        self.guard.byte_capacity = self.guard.bytes_per_s * 2.0
+        self.guard.set_byte_rate(AUDIO_RATE_FACTOR * 2 * rate)
         self.rate_known.set()
 
     def settle_rate(self) -> int:
@@ -325,16 +324,7 @@ class WebSocketRealtimeTransport(RealtimeTransport):
         """Run the ``authenticate`` hook: the metadata it grants, or PermissionError."""
         if self.authenticate is None:
             return {}
-        try:
-            granted = await self.authenticate(connection)
-        except Exception as error:
-            logger.warning("authentication hook failed: %s", type(error).__name__)
-            raise PermissionError("Authentication failed") from None
-        if granted is None:
-            raise PermissionError("Authentication rejected")
-        if not isinstance(granted, dict):
-            raise PermissionError("Authentication failed: the hook must return a dict or None")
-        return granted
+        return await run_authenticate(self.authenticate, connection)
 
     def link(
         self, sender: FrameSender, *, sample_rate: int | None, audio_format: str | None = None
@@ -433,6 +423,21 @@ class WebSocketRealtimeTransport(RealtimeTransport):
             logger.info("client connection lost: %s", type(error).__name__)
         self._readers.pop(session.id, None)
         await self.connection_lost(link)
+
+
+async def run_authenticate(hook: Authenticate, connection: Any) -> dict[str, Any]:
+    """The seed's ``authenticate`` contract: a dict admits (and is the session's extra
+    metadata), ``None`` refuses, an exception refuses without saying why."""
+    try:
+        granted = await hook(connection)
+    except Exception as error:
+        logger.warning("authentication hook failed: %s", type(error).__name__)
+        raise PermissionError("Authentication failed") from None
+    if granted is None:
+        raise PermissionError("Authentication rejected")
+    if not isinstance(granted, dict):
+        raise PermissionError("Authentication failed: the hook must return a dict or None")
+    return granted
 
 
 class _WebsocketsSender:
