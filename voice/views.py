@@ -69,7 +69,7 @@ def voice_page(request: HttpRequest, room: str) -> HttpResponse:
             "ws_path": f"/ws/rooms/{room}/voice/" + (f"?{agent_query}" if agent_query else ""),
             "token_in_fragment": True,
             "login_url": f"{resolve_url(settings.LOGIN_URL)}?"
-            + urlencode({"next": request.get_full_path()}),
+            + urlencode({"next": request.get_full_path()}, safe="/"),
         }
         gate_page = render(request, "voice/voice.html", gate)
         gate_page["Referrer-Policy"] = "no-referrer"
