@@ -23,7 +23,7 @@ class ProviderCredentialForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = ProviderCredential
-        fields = ["tenant", "name", "kind"]
+        fields = ["tenant", "name", "kind", "base_url"]
 
     def clean_secret(self) -> str:
         secret: str = self.cleaned_data.get("secret", "")
@@ -41,7 +41,7 @@ class ProviderCredentialForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(TenantScopedAdmin):
     form = ProviderCredentialForm
-    list_display = ["name", "tenant", "kind", "secret_hint", "secret_updated_at"]
+    list_display = ["name", "tenant", "kind", "secret_hint", "base_url", "secret_updated_at"]
     list_filter = ["kind", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name"]
@@ -52,8 +52,16 @@ class ProviderCredentialAdmin(TenantScopedAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
-            return ["tenant", "name", "kind", "secret"]
-        return ["tenant", "name", "kind", "secret", "secret_hint", "secret_updated_at"]
+            return ["tenant", "name", "kind", "secret", "base_url"]
+        return [
+            "tenant",
+            "name",
+            "kind",
+            "secret",
+            "base_url",
+            "secret_hint",
+            "secret_updated_at",
+        ]
 
     def save_model(
         self, request: HttpRequest, obj: ProviderCredential, form: Any, change: bool
@@ -61,12 +69,16 @@ class ProviderCredentialAdmin(TenantScopedAdmin):
         secret = form.cleaned_data.get("secret", "")
         if not change:
             created = services.credential_create(
-                tenant=obj.tenant, name=obj.name, kind=obj.kind, secret=secret
+                tenant=obj.tenant,
+                name=obj.name,
+                kind=obj.kind,
+                secret=secret,
+                base_url=obj.base_url,
             )
             obj.__dict__.update({k: v for k, v in created.__dict__.items() if k != "_state"})
             obj._state.adding = False
             obj._state.db = created._state.db
             return
-        ProviderCredential.objects.filter(pk=obj.pk).update(name=obj.name)
+        ProviderCredential.objects.filter(pk=obj.pk).update(name=obj.name, base_url=obj.base_url)
         if secret:
             services.credential_set_secret(tenant=obj.tenant, credential=obj, secret=secret)

@@ -34,6 +34,7 @@ CALLBACKS = (
     "response_end",  # (session)
     "error",  # (session, code: str, message: str, fatal: bool)
     "usage",  # (session, usage: dict) after a response: the vendor's token counts
+    "reconnect",  # (session, info: dict) the vendor session was replaced transparently
 )
 
 
@@ -89,6 +90,12 @@ class RealtimeVoiceProvider(ABC):
         dicts of counts); the engine adds them up per session."""
         self._callbacks["usage"].append(callback)
 
+    def on_reconnect(self, callback: Callback) -> None:
+        """``callback(session, info)``: the provider replaced a lost or expiring vendor
+        session without ending ours; ``info`` has ``reason``, ``attempts``, ``gap_ms``,
+        ``audio_dropped_ms`` and the new ``provider_session_id``."""
+        self._callbacks["reconnect"].append(callback)
+
     async def _fire(self, event: str, session: LiveSession, *args: Any) -> None:
         for callback in self._callbacks[event]:
             try:
@@ -137,6 +144,16 @@ class RealtimeVoiceProvider(ABC):
     @abstractmethod
     async def interrupt(self, session: LiveSession) -> None:
         """Cancel the response in progress, if any."""
+        return None  # optional: a no-op unless the subclass needs it
+
+    def manual_turns(self, provider_config: dict[str, Any] | None) -> bool:
+        """True when sessions with this provider_config detect no turns (the caller ends
+        each with ``end_turn``)."""
+        return False
+
+    async def end_turn(self, session: LiveSession) -> None:
+        """The caller finished speaking, with manual turns (no provider VAD): the provider
+        takes the audio so far as the turn and answers (default: nothing to do)."""
         return None  # optional: a no-op unless the subclass needs it
 
     async def truncate_audio(self, session: LiveSession, played_ms: int) -> None:

@@ -46,7 +46,9 @@ def credential_clean_secret(secret: str) -> str:
     return secret
 
 
-def credential_create(*, tenant: Tenant, name: str, kind: str, secret: str) -> ProviderCredential:
+def credential_create(
+    *, tenant: Tenant, name: str, kind: str, secret: str, base_url: str = ""
+) -> ProviderCredential:
     if kind not in ProviderKind.values:
         raise ValidationError({"kind": f"Unknown provider kind {kind!r}."})
     secret = credential_clean_secret(secret)
@@ -57,6 +59,7 @@ def credential_create(*, tenant: Tenant, name: str, kind: str, secret: str) -> P
         encrypted_secret=secret_box().encrypt(secret),
         secret_hint=mask_secret(secret),
         secret_updated_at=timezone.now(),
+        base_url=base_url.strip(),
     )
     credential.full_clean()
     credential.save()

@@ -99,6 +99,7 @@ class VoiceSessionAdmin(ReadOnlyAdmin):
         "created_at",
         "ended_at",
         "end_reason",
+        "reconnects",
     ]
     list_filter = ["state", "transport", "provider_kind", "end_reason"]
     list_select_related = ["room", "agent"]

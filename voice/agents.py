@@ -61,16 +61,18 @@ class AgentConfig:
     emit_transcription_events: bool
     tools: tuple[ToolSpec, ...]
     api_key: str = field(default="", repr=False)
+    base_url: str = ""  # the credential's endpoint override ("" = the vendor's)
 
 
 def agent_config_load(*, tenant: Tenant, agent: Agent) -> AgentConfig:
     """Everything a session of ``agent`` needs, read once (sync: call it off the event loop)."""
     if agent.tenant_id != tenant.pk:
         raise PermissionError("the agent belongs to another tenant")
-    api_key = ""
+    api_key = base_url = ""
     if agent.credential_id is not None:
         credential = ProviderCredential.objects.get(pk=agent.credential_id, tenant=tenant)
         api_key = credential_reveal(tenant=tenant, credential=credential)
+        base_url = credential.base_url
     tools = tuple(
         ToolSpec(
             name=tool.name,
@@ -100,6 +102,7 @@ def agent_config_load(*, tenant: Tenant, agent: Agent) -> AgentConfig:
         emit_transcription_events=agent.emit_transcription_events,
         tools=tools,
         api_key=api_key,
+        base_url=base_url,
     )
 
 
@@ -119,6 +122,8 @@ def provider_for(config: AgentConfig) -> RealtimeVoiceProvider:
     options: dict[str, Any] = {"api_key": config.api_key}
     if config.model:
         options["model"] = config.model
+    if config.base_url:
+        options["base_url"] = config.base_url
     provider = provider_class(**options)
     return provider
 

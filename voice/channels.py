@@ -283,6 +283,7 @@ class RealtimeVoiceChannel:
         provider.on_response_end(self._on_response_end)
         provider.on_error(self._on_provider_error)
         provider.on_usage(self._on_usage)
+        provider.on_reconnect(self._on_provider_reconnect)
         transport.on_audio_received(self._on_client_audio)
         transport.on_client_disconnected(self._on_client_disconnected)
         transport.on_playback(self._on_playback)
@@ -352,7 +353,13 @@ class RealtimeVoiceChannel:
                 runtime.owner = asyncio.create_task(
                     self._run_session(runtime), name=f"voice-session-{session.id}"
                 )
-                await self._send(runtime, {"type": "session_started", "session_id": session.id})
+                turns = (
+                    "manual" if self.provider.manual_turns(runtime.provider_config) else "provider"
+                )
+                await self._send(
+                    runtime,
+                    {"type": "session_started", "session_id": session.id, "turn_detection": turns},
+                )
             except BaseException as error:
                 # All or nothing, up to the last await: whatever fails or is cancelled before
                 # start_session returns leaves no live session behind.
@@ -1232,6 +1239,9 @@ class RealtimeVoiceChannel:
             return
         if kind == "interrupt":
             await self.interrupt(session)
+        elif kind == "end_turn":
+            if runtime.binding.can_speak:  # manual turns: what the caller said is a turn
+                await self.provider.end_turn(session)
         elif kind == "text":
             # In order with the transcripts (the control loop), through the same hooks.
             runtime.control.put_nowait(("message", (str(fields.get("text", "")),)))
@@ -1272,6 +1282,22 @@ class RealtimeVoiceChannel:
             return
         _add_counts(session.usage, usage)
         session.usage["responses"] = int(session.usage.get("responses", 0)) + 1
+
+    async def _on_provider_reconnect(self, session: LiveSession, info: Any) -> None:
+        """The provider replaced its vendor session without ending ours: recorded on the
+        session (and the timeline, by the store); the caller is not interrupted."""
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending or not isinstance(info, dict):
+            return
+        session.reconnects.append(dict(info))
+        with log_context(session=session.id, room=session.room_id):
+            logger.info(
+                "provider session replaced (%s) after %s ms", info.get("reason"), info.get("gap_ms")
+            )
+        try:
+            await self.store.provider_reconnected(session, dict(info))
+        except Exception:
+            logger.exception("could not record the provider reconnect")
 
     async def _on_client_disconnected(self, session: LiveSession) -> None:
         await self.end_session(session, reason="client_hangup")

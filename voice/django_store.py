@@ -23,11 +23,20 @@ from rooms.selectors import binding_for_participant
 from voice import services as voice_services
 from voice.models import Agent, EndReason, ToolCall, ToolCallStatus, VoiceSession
 from voice.session import LiveSession
-from voice.store import BindingSnapshot, SessionStore, StoredToolCall, StoredTranscript
+from voice.store import (
+    BindingSnapshot,
+    SessionStore,
+    StoredSystemEvent,
+    StoredToolCall,
+    StoredTranscript,
+)
 
 logger = logging.getLogger(__name__)
 
 TRANSCRIPT_BATCH = 20
+
+#: What the per-session writer puts on the timeline, in order.
+Queued = StoredTranscript | StoredToolCall | StoredSystemEvent
 WRITER_STOP_TIMEOUT_S = 30.0
 
 
@@ -67,7 +76,7 @@ class DjangoStore(SessionStore):
         self._rooms: dict[str, Room] = {}
         # Transcripts and tool-call starts, in the order the engine produced them: one writer
         # per session keeps the timeline's indexes in that order.
-        self._pending: dict[str, list[StoredTranscript | StoredToolCall]] = {}
+        self._pending: dict[str, list[Queued]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._stopping: set[str] = set()
@@ -127,7 +136,7 @@ class DjangoStore(SessionStore):
             session_id=session.id,
             reason=reason,
             detail=detail,
-            metrics={"engine": dict(session.stats)},
+            metrics={"engine": dict(session.stats), "reconnects": list(session.reconnects)},
             usage=dict(session.usage),
         )
         self._rooms.pop(session.id, None)
@@ -164,7 +173,7 @@ class DjangoStore(SessionStore):
                 pending[:0] = batch
                 return
 
-    async def _write(self, session_id: str, batch: list[StoredTranscript | StoredToolCall]) -> None:
+    async def _write(self, session_id: str, batch: list[Queued]) -> None:
         room = self._rooms.get(session_id)
         if room is None:
             logger.error("transcript for session %s has no room; dropped", session_id)
@@ -202,6 +211,24 @@ class DjangoStore(SessionStore):
             logger.error("%d transcript(s) could not be written", len(self._pending[session_id]))
         self._pending.pop(session_id, None)
         self._wakeups.pop(session_id, None)
+
+    async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
+        await database_sync_to_async(voice_services.voice_session_record_reconnect)(
+            tenant=self.tenant,
+            session_id=session.id,
+            provider_session_id=str(info.get("provider_session_id") or ""),
+        )
+        text = (
+            f"The provider connection was restored ({info.get('reason', 'unknown')}, "
+            f"{info.get('gap_ms', '?')} ms)."
+        )
+        record = StoredSystemEvent(session.id, text, metadata={"reconnect": info})
+        pending = self._pending.get(session.id)
+        if pending is None:
+            await self._write(session.id, [record])
+            return
+        pending.append(record)
+        self._wakeups[session.id].set()
 
     async def flush(self) -> None:
         for session_id in list(self._pending):
@@ -252,8 +279,18 @@ class DjangoStore(SessionStore):
 
 
 def _timeline_event(
-    record: StoredTranscript | StoredToolCall, session: VoiceSession | None, channel_id: str
+    record: Queued, session: VoiceSession | None, channel_id: str
 ) -> room_services.NewRoomEvent:
+    if isinstance(record, StoredSystemEvent):
+        return room_services.NewRoomEvent(
+            kind=EventKind.SYSTEM,
+            role=EventRole.SYSTEM,
+            text=record.text,
+            session=session,
+            channel_id=channel_id,
+            metadata=record.metadata,
+            occurred_at=record.occurred_at,
+        )
     if isinstance(record, StoredToolCall):
         return room_services.NewRoomEvent(
             kind=EventKind.TOOL_CALL,

@@ -266,6 +266,9 @@ class VoiceSession(models.Model):
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
     end_detail = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
+    #: Times the provider replaced its vendor session without ending this one (a dropped
+    #: socket, the vendor's session-length limit); details in metrics["reconnects"].
+    reconnects = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -41,7 +41,7 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 4409
 CLOSE_FLOODED = 4429
 
-CONTROL_TYPES = frozenset({"playback", "text", "interrupt", "end", "hello"})
+CONTROL_TYPES = frozenset({"playback", "text", "interrupt", "end_turn", "end", "hello"})
 
 
 class ProtocolError(ValueError):

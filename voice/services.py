@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from rooms.broadcast import broadcast_on_commit, session_changed_message, tool_call_changed_message
@@ -224,6 +225,22 @@ def voice_session_end(
         logger.info("voice session ended: reason=%s session=%s", reason, session_id)
         _session_broadcast(session_id)
     return ended
+
+
+def voice_session_record_reconnect(
+    *, tenant: Tenant, session_id: uuid.UUID | str, provider_session_id: str = ""
+) -> bool:
+    """Count a transparent provider reconnect on a live session (and keep the new vendor
+    session id). False when the session is unknown in the tenant or has ended."""
+    changes: dict[str, Any] = {"reconnects": F("reconnects") + 1}
+    if provider_session_id:
+        changes["provider_session_id"] = provider_session_id[:200]
+    updated = (
+        VoiceSession.objects.filter(pk=session_id, tenant=tenant)
+        .exclude(state=SessionState.ENDED)
+        .update(**changes)
+    )
+    return updated == 1
 
 
 VOICE_END = "voice.end"  # the message a session host ends a session on

@@ -49,6 +49,8 @@ class LiveSession:
     stats: dict[str, int] = field(default_factory=dict)
     #: The provider's usage, summed over the session's responses (token counts, by kind).
     usage: dict[str, Any] = field(default_factory=dict)
+    #: The provider's transparent reconnects (reason, attempts, gap_ms, ...), in order.
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
 
     def move_to(self, target: SessionState) -> None:
         if target not in _MOVES[self.state]:

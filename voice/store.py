@@ -75,6 +75,16 @@ class StoredToolCall:
     finished_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class StoredSystemEvent:
+    """A system line on the room timeline (a provider reconnect, say)."""
+
+    session_id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
 class SessionStore:
     """The interface, with no-op defaults; subclasses override what they keep."""
 
@@ -99,6 +109,10 @@ class SessionStore:
     async def tool_call_finished(self, record: StoredToolCall) -> None:
         return None
 
+    async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
+        """The provider replaced its vendor session (``session.reconnects`` has it too)."""
+        return None
+
     async def flush(self) -> None:
         """Write anything batched; called when a session ends."""
         return None
@@ -113,6 +127,7 @@ class MemoryStore(SessionStore):
         self.ended: dict[str, tuple[str, str]] = {}
         self.transcripts: list[StoredTranscript] = []
         self.tool_calls: dict[tuple[str, str], StoredToolCall] = {}
+        self.reconnects: list[tuple[str, dict[str, Any]]] = []
 
     async def load_binding(self, session: LiveSession) -> BindingSnapshot:
         return self.bindings.get((session.room_id, session.participant_id), BindingSnapshot())
@@ -131,3 +146,6 @@ class MemoryStore(SessionStore):
 
     async def tool_call_finished(self, record: StoredToolCall) -> None:
         self.tool_calls[(record.session_id, record.call_id)] = record
+
+    async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
+        self.reconnects.append((session.id, info))

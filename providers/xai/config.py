@@ -9,13 +9,15 @@ there is no semantic_vad. Confidence on xAI is medium (section 6: no official ty
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from providers.config import ProviderConfig, cross_field_error
 
-__all__ = ["XAI_VAD_FIELDS", "XAIProviderConfig"]
+__all__ = ["VOICES", "XAI_VAD_FIELDS", "XAIProviderConfig", "XAIRealtimeConfig"]
 
 # Flat keys that only mean something with server VAD.
 XAI_VAD_FIELDS = ("threshold", "silence_duration_ms", "prefix_padding_ms")
@@ -43,3 +45,35 @@ class XAIProviderConfig(ProviderConfig):
             if conflicts:
                 raise cross_field_error(type(self).__name__, conflicts)
         return self
+
+
+DEFAULT_MODEL = "grok-3-fast"  # the seed's default; override with model= or XAI_MODEL
+DEFAULT_VOICE = "eve"
+VOICES = ("eve", "ara", "rex", "sal", "leo")
+
+
+@dataclass(frozen=True, slots=True)
+class XAIRealtimeConfig:
+    """The seed's ``XAIRealtimeConfig(api_key, model, voice, transcription_model)``.
+
+    ``api_key`` None reads ``XAI_API_KEY``; :meth:`from_env` also reads ``XAI_MODEL`` and
+    ``XAI_VOICE`` (the seed example's overrides). ``voice`` is the default for sessions that
+    name none; custom voice ids are passed through. ``base_url`` points the provider at a
+    proxy or a test server.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    model: str = DEFAULT_MODEL
+    voice: str = DEFAULT_VOICE
+    transcription_model: str | None = None
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> XAIRealtimeConfig:
+        values: dict[str, Any] = {
+            "api_key": os.environ.get("XAI_API_KEY") or None,
+            "model": os.environ.get("XAI_MODEL") or DEFAULT_MODEL,
+            "voice": os.environ.get("XAI_VOICE") or DEFAULT_VOICE,
+        }
+        values.update(overrides)
+        return cls(**values)

@@ -111,6 +111,7 @@ const $ = (id) => document.getElementById(id);
 const ui = app && {
   connect: $('connect-button'),
   end: $('end-button'),
+  turn: $('turn-button'),
   cancel: $('cancel-button'),
   state: $('connection-state'),
   access: $('access-notice'),
@@ -137,6 +138,7 @@ let conn = null; // the current socket: {socket, opened, lastErrorCode}
 let sessionEnded = false; // session_ended seen on the current socket
 let userEnding = false; // End pressed; waiting for session_ended
 let openedThisCall = false; // some socket opened since Connect (decides reconnect vs fail)
+let manualTurns = false; // the agent's provider detects no turns: the caller ends each
 let pendingReconnectNote = false; // the next session_started follows a lost connection
 const reconnect = { attempt: 0, timer: 0, since: 0 };
 let endTimer = 0;
@@ -233,6 +235,10 @@ function updateControls() {
   ui.connect.disabled = !['idle', 'ended', 'error'].includes(state);
   ui.end.disabled = !(state === 'live' && !userEnding);
   ui.cancel.hidden = !(state === 'connecting' || state === 'reconnecting');
+  if (ui.turn) {
+    ui.turn.hidden = !manualTurns;
+    ui.turn.disabled = !(state === 'live' && !userEnding);
+  }
   if (ui.textSubmit) ui.textSubmit.disabled = !(state === 'live' && !userEnding);
   // A button disabled while focused drops keyboard focus to <body>. Hand focus to the
   // control that makes sense now (or, if none is usable yet, to the next one that is).
@@ -858,6 +864,7 @@ function onAccess(message) {
 
 function onSessionStarted(message) {
   stats.sessionId = String(message.session_id || '');
+  manualTurns = message.turn_detection === 'manual';
   const rate = Number(message.sample_rate);
   stats.sampleRate = rate > 0 ? rate : wireRate();
   if (stats.sampleRate !== wireRate()) {
@@ -1058,6 +1065,8 @@ function init() {
   });
   ui.end.addEventListener('click', endCall);
   ui.cancel.addEventListener('click', cancel);
+  // Manual turns: the caller says when they are done; the model answers then.
+  ui.turn?.addEventListener('click', () => sendJson({ type: 'end_turn' }));
   ui.textForm.addEventListener('submit', onTextSubmit);
   ui.errors.addEventListener('click', (event) => {
     const button = event.target.closest('.rv-dismiss');

@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fakes.openai_realtime import FakeOpenAIRealtime
+from tests.fakes.openai_realtime import (
+    FakeOpenAIRealtime,
+    alaw_decode,
+    alaw_encode,
+    ulaw_decode,
+    ulaw_encode,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -431,3 +440,457 @@ async def test_drop_connection_and_reconnect(fake: FakeOpenAIRealtime) -> None:
         error = await recv(ws)
         assert error["error"] == {**error["error"], "type": "server_error", "code": "server_error"}
     assert fake.connections == 2
+
+
+# ---------------------------------------------------------------------- audio helpers
+
+
+def tone(ms: int, rate: int = 24000, *, amplitude: int = 3000, freq: float = 440.0) -> bytes:
+    """A sine burst, PCM16 LE mono."""
+    t = np.arange(rate * ms // 1000) / rate
+    return bytes((amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes())
+
+
+def silence(ms: int, rate: int = 24000) -> bytes:
+    return b"\x00\x00" * (rate * ms // 1000)
+
+
+def dominant_frequency(pcm16: bytes, rate: int) -> float:
+    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+def rms(pcm16: bytes) -> float:
+    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples * samples)))
+
+
+@pytest.fixture
+def audioop() -> Any:
+    """The stdlib G.711 reference (3.11/3.12), an independent check of the fake's codec."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pytest.importorskip("audioop")
+
+
+async def append(ws: ClientConnection, audio: bytes, chunk: int = 960) -> int:
+    """Send ``audio`` in ``input_audio_buffer.append`` events; returns how many."""
+    count = 0
+    for i in range(0, len(audio), chunk):
+        await send(
+            ws,
+            {
+                "type": "input_audio_buffer.append",
+                "audio": base64.b64encode(audio[i : i + chunk]).decode(),
+            },
+        )
+        count += 1
+    return count
+
+
+async def update_session(ws: ClientConnection, session: JSON) -> JSON:
+    await send(ws, {"type": "session.update", "session": {"type": "realtime", **session}})
+    updated: JSON = (await recv_until(ws, "session.updated"))[-1]["session"]
+    return updated
+
+
+def types_of(events: list[JSON]) -> list[str]:
+    return collapse(
+        [e["type"] for e in events],
+        {
+            "conversation.item.input_audio_transcription.delta",
+            "response.output_audio.delta",
+            "response.output_audio_transcript.delta",
+        },
+    )
+
+
+# ---------------------------------------------------------------------- G.711
+
+
+async def test_g711_codec_matches_the_reference_bit_for_bit(audioop: Any) -> None:
+    every_sample = np.arange(-32768, 32768, dtype="<i2").tobytes()
+    every_code = bytes(range(256))
+
+    assert ulaw_encode(every_sample) == audioop.lin2ulaw(every_sample, 2)
+    assert alaw_encode(every_sample) == audioop.lin2alaw(every_sample, 2)
+    assert ulaw_decode(every_code) == audioop.ulaw2lin(every_code, 2)
+    assert alaw_decode(every_code) == audioop.alaw2lin(every_code, 2)
+
+
+async def test_mu_law_input_is_counted_and_decoded_at_8_khz(
+    fake: FakeOpenAIRealtime, audioop: Any
+) -> None:
+    original = tone(1000, 8000)
+    async with await _connect(fake) as ws:
+        await recv(ws)
+        session = await update_session(
+            ws,
+            {"audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}}},
+        )
+        assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+        await append(ws, audioop.lin2ulaw(original[: 80 * 16], 2))  # 80 ms: 640 bytes
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        error = await recv(ws)
+        assert error["error"]["code"] == "input_audio_buffer_commit_empty"
+        assert "80.00ms" in error["error"]["message"]
+
+        await append(ws, audioop.lin2ulaw(original[80 * 16 :], 2))
+        await fake.wait_for("input_audio_buffer.append", count=2)
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        assert [e["type"] for e in await recv_until(ws, "conversation.item.done")] == [
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
+        ]
+
+    assert fake.audio_bytes == 8000  # one second of mu-law, one byte a sample
+    assert fake.input_rate() == 8000
+    decoded = fake.input_pcm16()
+    assert decoded == audioop.ulaw2lin(audioop.lin2ulaw(original, 2), 2)
+    assert abs(dominant_frequency(decoded, 8000) - 440) < 2
+    assert abs(rms(decoded) - rms(original)) / rms(original) < 0.02
+
+
+async def test_a_law_output_carries_the_reply_tone_at_8_khz(
+    fake: FakeOpenAIRealtime, audioop: Any
+) -> None:
+    async with await _connect(fake) as ws:
+        await recv(ws)
+        await update_session(ws, {"audio": {"output": {"format": {"type": "audio/pcma"}}}})
+        await fake.user_speaks("hi")
+        events = await recv_until(ws, "response.done")
+
+    alaw = b"".join(
+        base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta"
+    )
+    assert len(alaw) == 600 * 8  # 600 ms at 8 kHz, one byte a sample
+    pcm = audioop.alaw2lin(alaw, 2)
+    assert abs(dominant_frequency(pcm, 8000) - 440) < 2
+    assert 500 < rms(pcm) < 640  # the fake's quiet tone (amplitude 800, RMS ~566)
+    done = events[-1]["response"]
+    assert done["audio"]["output"]["format"] == {"type": "audio/pcma"}
+
+
+async def test_truncation_counts_milliseconds_of_the_g711_output(fake: FakeOpenAIRealtime) -> None:
+    async with await _connect(fake) as ws:
+        await recv(ws)
+        await update_session(ws, {"audio": {"output": {"format": {"type": "audio/pcmu"}}}})
+        await fake.user_speaks("hello")
+        item_id = (await recv_until(ws, "response.done"))[-1]["response"]["output"][0]["id"]
+        for end_ms, expected in ((601, "error"), (600, "conversation.item.truncated")):
+            await send(
+                ws,
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": end_ms,
+                },
+            )
+            assert (await recv(ws))["type"] == expected
+
+
+@pytest.mark.parametrize(
+    ("audio", "param"),
+    [
+        ({"input": {"format": {"type": "audio/pcm", "rate": 16000}}}, "input.format.rate"),
+        ({"output": {"format": {"type": "audio/pcm", "rate": 48000}}}, "output.format.rate"),
+        ({"input": {"format": {"type": "g711_ulaw"}}}, "input.format.type"),
+    ],
+)
+async def test_a_format_ga_does_not_accept_is_refused_and_changes_nothing(
+    fake: FakeOpenAIRealtime, audio: JSON, param: str
+) -> None:
+    async with await _connect(fake) as ws:
+        before = (await recv(ws))["session"]
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "audio": audio}})
+        error = await recv(ws)
+        assert error["type"] == "error"
+        assert error["error"]["code"] == "invalid_value"
+        assert error["error"]["param"] == f"session.audio.{param}"
+        assert fake.session == before
+
+
+async def test_input_pcm16_is_what_the_client_appended(fake: FakeOpenAIRealtime) -> None:
+    audio = tone(300) + silence(100)
+    async with await _connect(fake) as ws:
+        await recv(ws)
+        count = await append(ws, audio, chunk=1234)  # odd chunks: PCM frames split across events
+        await fake.wait_for("input_audio_buffer.append", count=count)
+    assert fake.input_pcm16(0) == audio
+    assert fake.input_rate(0) == 24000
+
+
+# ---------------------------------------------------------------------- auto VAD
+
+
+async def test_auto_vad_detects_a_tone_burst_as_a_user_turn() -> None:
+    async with FakeOpenAIRealtime(auto_vad=True) as fake:
+        fake.user_transcripts.append("is it raining")
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            await update_session(
+                ws, {"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}
+            )
+            # 500 ms quiet, 600 ms "speech", then quiet: prefix_padding_ms 300 and
+            # silence_duration_ms 500 (the server_vad defaults).
+            await append(ws, silence(500) + tone(600) + silence(700))
+            events = await recv_until(ws, "response.done")
+            # A second turn with nothing queued gets the placeholder transcript.
+            await append(ws, tone(300) + silence(600))
+            second = await recv_until(ws, "response.done")
+
+    assert types_of(events)[:9] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "rate_limits.updated",
+    ]
+    assert types_of(events)[-6:] == RESPONSE_TAIL
+    by_type = {e["type"]: e for e in events}
+    started = by_type["input_audio_buffer.speech_started"]
+    stopped = by_type["input_audio_buffer.speech_stopped"]
+    assert started["audio_start_ms"] == 500 - 300
+    assert stopped["audio_end_ms"] == 500 + 600 + 500
+    assert (
+        started["item_id"]
+        == stopped["item_id"]
+        == by_type["input_audio_buffer.committed"]["item_id"]
+    )
+    completed = by_type["conversation.item.input_audio_transcription.completed"]
+    assert completed["transcript"] == "is it raining"
+    assert [
+        e["transcript"]
+        for e in second
+        if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ] == ["(unintelligible)"]
+    second_start = next(e for e in second if e["type"] == "input_audio_buffer.speech_started")
+    assert second_start["audio_start_ms"] == 1600  # never before the previous turn's end
+
+
+async def test_auto_vad_and_user_speaks_emit_the_same_sequence() -> None:
+    sequences = []
+    for auto in (True, False):
+        async with FakeOpenAIRealtime(auto_vad=auto) as fake:
+            async with await _connect(fake) as ws:
+                await recv(ws)
+                await update_session(
+                    ws, {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+                )
+                if auto:
+                    fake.user_transcripts.append("hello there")
+                    await append(ws, tone(400) + silence(600))
+                else:
+                    await fake.user_speaks("hello there", duration_ms=400)
+                sequences.append(types_of(await recv_until(ws, "response.done")))
+    assert sequences[0] == sequences[1]
+
+
+async def test_auto_vad_ignores_blips_and_respects_silence_duration() -> None:
+    async with FakeOpenAIRealtime(auto_vad=True) as fake:
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            await update_session(
+                ws,
+                {
+                    "audio": {
+                        "input": {
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 200}
+                        }
+                    }
+                },
+            )
+            # A 50 ms click is not speech; a 150 ms gap inside speech is not its end.
+            audio = tone(50) + silence(300) + tone(300) + silence(150) + tone(300) + silence(250)
+            count = await append(ws, audio)
+            await fake.wait_for("input_audio_buffer.append", count=count)
+            events = await recv_until(ws, "input_audio_buffer.speech_stopped")
+
+    assert [e["type"] for e in events] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+    ]
+    assert events[0]["audio_start_ms"] == 50  # onset 350 ms less 300 ms of prefix padding
+    assert events[1]["audio_end_ms"] == 350 + 300 + 150 + 300 + 200
+
+
+async def test_auto_vad_barge_in_cancels_the_reply() -> None:
+    async with FakeOpenAIRealtime(
+        auto_vad=True, reply_audio_ms=3000, chunk_interval_s=0.02
+    ) as fake:
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            await append(ws, tone(300) + silence(600))
+            await recv_until(ws, "response.output_audio.delta")
+            await append(ws, tone(300))
+            events = await recv_until(ws, "response.done")
+            assert events[-1]["response"]["status"] == "cancelled"
+            assert events[-1]["response"]["status_details"]["reason"] == "turn_detected"
+            assert "input_audio_buffer.speech_started" in [e["type"] for e in events]
+
+
+async def test_auto_vad_does_nothing_without_turn_detection() -> None:
+    async with FakeOpenAIRealtime(auto_vad=True) as fake:
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            await update_session(ws, {"audio": {"input": {"turn_detection": None}}})
+            count = await append(ws, tone(500) + silence(700))
+            await fake.wait_for("input_audio_buffer.append", count=count)
+            await send(ws, {"type": "input_audio_buffer.clear"})
+            assert (await recv(ws))["type"] == "input_audio_buffer.cleared"
+    assert "input_audio_buffer.speech_started" not in fake.sent_types()
+
+
+async def test_a_manual_commit_is_transcribed_when_configured(fake: FakeOpenAIRealtime) -> None:
+    fake.user_transcripts.append("manual turn")
+    async with await _connect(fake) as ws:
+        await recv(ws)
+        await update_session(
+            ws,
+            {
+                "audio": {
+                    "input": {
+                        "turn_detection": None,
+                        "transcription": {"model": "gpt-4o-mini-transcribe"},
+                    }
+                }
+            },
+        )
+        await append(ws, tone(200))
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        events = await recv_until(ws, "conversation.item.input_audio_transcription.completed")
+    assert types_of(events) == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    assert events[-1]["transcript"] == "manual turn"
+    assert fake.response_active is False
+
+
+# ---------------------------------------------------------------------- session limit
+
+
+async def test_expire_session_sends_session_expired_then_closes_1001(
+    fake: FakeOpenAIRealtime,
+) -> None:
+    async with await _connect(fake) as ws:
+        created = await recv(ws)
+        assert abs(created["session"]["expires_at"] - (time.time() + 3600)) < 5
+        await fake.expire_session()
+        error = await recv(ws)
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+    assert error["error"] == {
+        "type": "invalid_request_error",
+        "code": "session_expired",
+        "message": "Your session hit the maximum duration of 60 minutes.",
+        "param": None,
+        "event_id": None,
+    }
+    assert ws.close_code == 1001
+    assert ws.close_reason == "Your session hit the maximum duration of 60 minutes."
+
+
+async def test_max_session_length_is_configurable() -> None:
+    async with FakeOpenAIRealtime(max_session_s=30 * 60) as fake:
+        async with await _connect(fake) as ws:
+            created = await recv(ws)
+            await fake.expire_session()
+            error = await recv(ws)
+            with pytest.raises(ConnectionClosed):
+                await recv(ws)
+    assert abs(created["session"]["expires_at"] - (time.time() + 1800)) < 5
+    assert error["error"]["message"] == "Your session hit the maximum duration of 30 minutes."
+
+
+async def test_expiry_mid_reply_ends_the_reply_without_response_done() -> None:
+    async with FakeOpenAIRealtime(reply_audio_ms=3000, chunk_interval_s=0.02) as fake:
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            await fake.user_speaks("tell me a story")
+            await recv_until(ws, "response.output_audio.delta")
+            await fake.expire_session()
+            events = await recv_until(ws, "error")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    events.append(await recv(ws))
+            await fake.wait_idle()
+    assert "response.done" not in [e["type"] for e in events]
+    assert ws.close_code == 1001
+
+
+# ---------------------------------------------------------------------- reconnection
+
+
+async def test_each_connection_has_its_own_session_and_conversation(
+    fake: FakeOpenAIRealtime,
+) -> None:
+    async with await _connect(fake) as ws:
+        first = (await recv(ws))["session"]
+        await update_session(ws, {"instructions": "first"})
+        await fake.user_speaks("before the drop")
+        await recv_until(ws, "response.done")
+        await fake.drop_connection()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await recv(ws)
+    async with await _connect(fake) as ws:
+        second = (await recv(ws))["session"]
+        await fake.wait_for_connections(2)
+        assert fake.items == {}
+        await send(
+            ws,
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "after"}],
+                },
+            },
+        )
+        added = (await recv_until(ws, "conversation.item.added"))[-1]
+        assert added["previous_item_id"] is None  # a fresh conversation
+
+    assert first["id"] != second["id"]
+    assert second["instructions"] == ""
+    assert fake.session_of(0)["instructions"] == "first"
+    assert [item["role"] for item in fake.items_of(0).values()] == ["user", "assistant"]
+    assert [item["role"] for item in fake.items_of(1).values()] == ["user"]
+    assert [e["type"] for e in fake.received_per_connection[0]] == ["session.update"]
+    assert [e["type"] for e in fake.received_per_connection[1]] == ["conversation.item.create"]
+    assert fake.sent_per_connection[1][0]["type"] == "session.created"
+    assert fake.connections == 2
+
+
+# ---------------------------------------------------------------------- client frame hook
+
+
+async def test_client_validator_records_rejected_frames_which_are_still_handled() -> None:
+    def no_beta_names(raw: str) -> None:
+        if "response.audio" in raw:
+            raise ValueError("beta event name")
+
+    async with FakeOpenAIRealtime(client_validator=no_beta_names) as fake:
+        async with await _connect(fake) as ws:
+            await recv(ws)
+            good = json.dumps({"type": "input_audio_buffer.clear"})
+            bad = json.dumps({"type": "response.audio.delta"})
+            await ws.send(good)
+            assert (await recv(ws))["type"] == "input_audio_buffer.cleared"
+            await ws.send(bad)
+            error = await recv(ws)
+
+    assert fake.invalid_client_frames == [(bad, "beta event name")]
+    assert error["error"]["param"] == "type"  # the frame still reached the fake's own checks
+    assert fake.received_types() == ["input_audio_buffer.clear", "response.audio.delta"]

@@ -1,16 +1,19 @@
-"""OpenAIRealtimeProvider against the fake GA server (tests/fakes/openai_realtime.py), driven
-through the engine as a live session would be."""
+"""OpenAIRealtimeProvider's own behaviour against the fake GA server
+(tests/fakes/openai_realtime.py): the session shape, audio formats, keys. What it shares
+with xAI (conversation, tools, barge-in, errors, reconnection) is in test_realtime_wire.py."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
+import numpy as np
 import pytest
 
 from providers.base import ProviderError
 from providers.openai import OpenAIRealtimeProvider
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
+from tests.fakes.wire_schema import validate_openai_client_event
 from voice.channels import RealtimeVoiceChannel
 from voice.kit import Tool
 from voice.mock import MockRealtimeTransport
@@ -23,6 +26,10 @@ FRAME_16K = b"\x10\x00" * 320  # 20 ms at 16 kHz
 
 async def get_weather(city: str) -> str:
     return f'{{"city": "{city}", "temperature": 21}}'
+
+
+def _fake(**options: Any) -> FakeOpenAIRealtime:
+    return FakeOpenAIRealtime(client_validator=validate_openai_client_event, **options)
 
 
 def _channel(fake: FakeOpenAIRealtime, **options: Any) -> tuple[RealtimeVoiceChannel, Any]:
@@ -52,7 +59,7 @@ def _channel(fake: FakeOpenAIRealtime, **options: Any) -> tuple[RealtimeVoiceCha
 
 
 async def test_a_session_is_configured_in_the_ga_shape() -> None:
-    async with FakeOpenAIRealtime() as fake:
+    async with _fake() as fake:
         channel, _ = _channel(fake)
         await channel.start_session("room-1", "caller")
         update = fake.received[0]
@@ -73,7 +80,7 @@ async def test_a_session_is_configured_in_the_ga_shape() -> None:
 
 
 async def test_caller_audio_is_sent_at_24_khz() -> None:
-    async with FakeOpenAIRealtime() as fake:
+    async with _fake() as fake:
         channel, transport = _channel(fake)
         session = await channel.start_session("room-1", "caller")
         for _ in range(10):
@@ -90,89 +97,6 @@ async def test_caller_audio_is_sent_at_24_khz() -> None:
     assert appended
     # 200 ms at 24 kHz is 9600 bytes, less what the resampler still holds (< 20 ms).
     assert 8640 <= total <= 9600
-
-
-async def test_a_spoken_turn_reaches_the_caller_as_transcripts_and_audio() -> None:
-    async with FakeOpenAIRealtime(next_reply="Hi there.") as fake:
-        channel, transport = _channel(fake, output_sample_rate=24000)
-        session = await channel.start_session("room-1", "caller")
-
-        await fake.user_speaks("hello")
-        await fake.wait_idle()
-        await channel.settle(session)
-        await transport.wait_until(
-            lambda: (
-                transport.messages_of(session, "speaking")[-1:]
-                == [{"type": "speaking", "speaking": False, "who": "assistant"}]
-            )
-        )
-        transcripts = transport.messages_of(session, "transcription")
-        audio = b"".join(chunk for sid, chunk in transport.sent_audio if sid == session.id)
-        await channel.close()
-
-    assert session.usage["responses"] == 1
-    assert session.usage["total_tokens"] > 0
-    finals = [(m["role"], m["text"]) for m in transcripts if m["is_final"]]
-    assert finals == [("user", "hello"), ("assistant", "Hi there.")]
-    assert any(not m["is_final"] and m["role"] == "user" for m in transcripts)
-    assert len(audio) == 600 * 24 * 2  # the fake's 600 ms reply, at the provider's own rate
-
-
-async def test_a_tool_call_is_answered_and_the_model_goes_on() -> None:
-    async with FakeOpenAIRealtime() as fake:
-        channel, transport = _channel(fake)
-        session = await channel.start_session("room-1", "caller")
-        fake.next_tool_call = ("get_weather", {"city": "Paris"})
-
-        await fake.user_speaks("weather in Paris?")
-        await fake.wait_for("response.create", count=1)
-        await fake.wait_idle()
-        await channel.settle(session)
-        await channel.close()
-
-    assert [output["output"] for output in fake.tool_outputs] == [
-        '{"city": "Paris", "temperature": 21}'
-    ]
-    # The result is followed by a response.create, after the function_call_output.
-    types = [e["type"] for e in fake.received if e["type"] != "input_audio_buffer.append"]
-    assert types[-2:] == ["conversation.item.create", "response.create"]
-
-
-async def test_barge_in_truncates_the_reply_at_what_was_heard() -> None:
-    async with FakeOpenAIRealtime(reply_audio_ms=2000, chunk_interval_s=0.02) as fake:
-        channel, transport = _channel(fake)
-        session = await channel.start_session("room-1", "caller")
-        await fake.user_speaks("tell me a story")
-        await transport.wait_until(lambda: len(transport.sent_audio) >= 3)
-        await transport.simulate_playback(session, 100)
-
-        await fake.user_speaks("stop")
-        truncate = (await fake.wait_for("conversation.item.truncate"))[0]
-        await fake.wait_idle()
-        await channel.settle(session)
-        await channel.close()
-
-    assert truncate["content_index"] == 0
-    assert truncate["audio_end_ms"] == 100
-    assert fake.truncations[0]["audio_end_ms"] == 100
-    assert transport.messages_of(session, "clear_audio") == [{"type": "clear_audio"}]
-
-
-async def test_a_non_fatal_error_is_reported_and_the_session_goes_on() -> None:
-    async with FakeOpenAIRealtime() as fake:
-        channel, transport = _channel(fake)
-        session = await channel.start_session("room-1", "caller")
-
-        await fake.send_error("response_cancel_not_active", "no active response")
-        await transport.wait_until(lambda: transport.messages_of(session, "error"))
-        errors = transport.messages_of(session, "error")
-        live = session.is_active
-        await channel.close()
-
-    assert errors == [
-        {"type": "error", "code": "response_cancel_not_active", "message": "no active response"}
-    ]
-    assert live
 
 
 async def test_a_wrong_key_fails_the_start_with_a_clear_reason() -> None:
@@ -195,27 +119,92 @@ async def test_a_wrong_key_fails_the_start_with_a_clear_reason() -> None:
     assert raised.value.fatal is True
 
 
-async def test_a_dropped_connection_ends_the_session_with_a_provider_error() -> None:
-    async with FakeOpenAIRealtime() as fake:
-        channel, transport = _channel(fake)
-        session = await channel.start_session("room-1", "caller")
-
-        await fake.drop_connection()
-        await transport.wait_until(lambda: session.is_ended)
+async def test_the_session_update_takes_the_seed_provider_config_keys() -> None:
+    config = {
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.6,
+            "silence_duration_ms": 800,
+            "prefix_padding_ms": 300,
+            "interrupt_response": True,
+            "create_response": True,
+        },
+        "stt_model": "gpt-4o-transcribe",
+        "noise_reduction": "near_field",
+        "speed": 1.2,
+        "max_output_tokens": 800,
+    }
+    async with _fake() as fake:
+        channel, _ = _channel(fake, provider_config=config, temperature=0.7)
+        await channel.start_session("room-1", "caller")
+        session = fake.received[0]["session"]
         await channel.close()
 
-    assert session.end_reason == "provider_error"
-    assert transport.messages_of(session, "error")[0]["code"] == "connection_lost"
+    assert session["audio"]["input"]["turn_detection"] == config["turn_detection"]
+    assert session["audio"]["input"]["transcription"] == {"model": "gpt-4o-transcribe"}
+    assert session["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+    assert session["audio"]["output"]["speed"] == 1.2
+    assert session["max_output_tokens"] == 800
+    assert "temperature" not in session  # not in the GA interface
+    assert fake.invalid_client_frames == []
 
 
-async def test_reconfigure_patches_the_live_session() -> None:
-    async with FakeOpenAIRealtime() as fake:
-        channel, _ = _channel(fake)
-        session = await channel.start_session("room-1", "caller")
-
-        await channel.reconfigure_session(session, system_prompt="Speak French.")
-        updates = await fake.wait_for("session.update", count=2)
+@pytest.mark.parametrize(
+    ("turn_detection", "expected"),
+    [
+        (
+            {"type": "semantic_vad", "eagerness": "high"},
+            {"type": "semantic_vad", "eagerness": "high"},
+        ),
+        (None, None),
+    ],
+)
+async def test_semantic_vad_and_manual_turns_are_configured(
+    turn_detection: Any, expected: Any
+) -> None:
+    async with _fake() as fake:
+        channel, _ = _channel(fake, provider_config={"turn_detection": turn_detection})
+        await channel.start_session("room-1", "caller")
+        sent = fake.received[0]["session"]["audio"]["input"]["turn_detection"]
         await channel.close()
 
-    assert updates[1]["session"] == {"type": "realtime", "instructions": "Speak French."}
-    assert fake.connections == 1  # no reconnect
+    if expected is None:
+        assert sent is None
+    else:
+        assert {key: sent[key] for key in expected} == expected
+    assert fake.invalid_client_frames == []
+
+
+async def test_8_khz_telephony_audio_travels_as_g711_mu_law_both_ways() -> None:
+    tone = (np.sin(np.arange(1600) * 2 * np.pi * 440 / 8000) * 8000).astype("<i2").tobytes()
+    async with _fake(next_reply="Hello caller.") as fake:
+        channel, transport = _channel(fake, input_sample_rate=8000, output_sample_rate=8000)
+        session = await channel.start_session("room-1", "caller")
+        for start in range(0, len(tone), 320):  # 20 ms frames at 8 kHz
+            await transport.simulate_client_audio(session, tone[start : start + 320])
+        await channel.settle(session)
+        await fake.wait_for("input_audio_buffer.append", count=10)
+        await fake.user_speaks("hello")
+        await fake.wait_idle()
+        await channel.settle(session)
+        await transport.wait_until(
+            lambda: (
+                {"type": "speaking", "speaking": False, "who": "assistant"}
+                in transport.messages_of(session, "speaking")
+            )
+        )
+        update = fake.received[0]["session"]
+        received = fake.input_pcm16()
+        reply = b"".join(chunk for sid, chunk in transport.sent_audio if sid == session.id)
+        await channel.close()
+
+    assert update["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert update["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    # What the vendor decoded is the caller's tone, within G.711's quantisation error.
+    sent = np.frombuffer(tone, dtype="<i2").astype(float)
+    got = np.frombuffer(received[: len(tone)], dtype="<i2").astype(float)
+    assert len(got) == len(sent)
+    assert np.max(np.abs(got - sent)) < 300
+    # The reply comes back as PCM16 at 8 kHz: the fake's 600 ms reply is 9600 bytes.
+    assert len(reply) == 600 * 8 * 2
+    assert fake.invalid_client_frames == []

@@ -64,7 +64,10 @@ async def test_start_session_goes_active_and_tells_the_client() -> None:
     assert transport.accepted == {session.id: "conn-1"}
     assert provider.connected == {session.id}
     assert transport.sent_messages == [
-        (session.id, {"type": "session_started", "session_id": session.id})
+        (
+            session.id,
+            {"type": "session_started", "session_id": session.id, "turn_detection": "provider"},
+        )
     ]
     assert store.sessions == {session.id: session}
     await channel.close()

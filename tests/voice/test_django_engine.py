@@ -264,3 +264,79 @@ async def test_hooks_on_the_process_wide_kit_fire_for_agent_channels(world_a: Te
         )
     ]
     assert texts == ["HELLO THERE"]
+
+
+@pytest.mark.django_db
+def test_an_xai_agent_gets_its_provider_with_the_key_and_the_credentials_endpoint(
+    world_a: TenantWorld,
+) -> None:
+    from providers import services as provider_services
+    from providers.xai import XAIRealtimeProvider
+
+    credential = provider_services.credential_create(
+        tenant=world_a.tenant,
+        name="xai-gateway",
+        kind="xai",
+        secret="xai-0123456789abcdef",
+        base_url="wss://gateway.example.com/xai/v1",
+    )
+    agent = voice_services.agent_create(
+        tenant=world_a.tenant,
+        slug="grok",
+        name="Grok",
+        provider_kind="xai",
+        model="grok-voice-latest",
+        credential=credential,
+    )
+    provider = provider_for(agent_config_load(tenant=world_a.tenant, agent=agent))
+
+    assert isinstance(provider, XAIRealtimeProvider)
+    assert provider._api_key == "xai-0123456789abcdef"
+    assert provider.model == "grok-voice-latest"
+    assert provider._url() == "wss://gateway.example.com/xai/v1/realtime?model=grok-voice-latest"
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_provider_reconnect_is_recorded_on_the_session_and_the_timeline(
+    world_a: TenantWorld,
+) -> None:
+    from providers.models import ProviderCredential
+    from tests.fakes.openai_realtime import FakeOpenAIRealtime
+
+    async with FakeOpenAIRealtime(api_key="sk-tenant-a-0123456789abcdefXYZ") as fake:
+        await ProviderCredential.objects.filter(pk=world_a.agent.credential_id).aupdate(
+            base_url=fake.base_url
+        )
+        channel, transport = await _channel(world_a, world_a.agent)
+        reconnected = asyncio.Event()
+        channel.provider.on_reconnect(lambda session, info: reconnected.set())
+        session = await channel.start_session("room-1", "caller")
+        await fake.user_speaks("hello")
+        await fake.wait_idle()
+        await channel.settle(session)
+
+        await fake.drop_connection()
+        await fake.wait_for_connections(2)
+        async with asyncio.timeout(10):
+            await reconnected.wait()
+        row = await VoiceSession.objects.aget(pk=session.id)
+        live_count = row.reconnects
+        await channel.end_session(session.id, reason="client_hangup")
+
+    row = await VoiceSession.objects.aget(pk=session.id)
+    assert live_count == 1  # counted while the session was live
+    assert row.reconnects == 1
+    assert [r["reason"] for r in row.metrics["reconnects"]] == ["connection_lost"]
+    created = [event["session"]["id"] for event in fake.sent if event["type"] == "session.created"]
+    assert row.provider_session_id == created[1]  # the new vendor session's id
+    system = [
+        event
+        async for event in RoomEvent.objects.filter(
+            session_id=session.id, kind=EventKind.SYSTEM
+        ).order_by("index")
+    ]
+    assert len(system) == 1
+    assert system[0].text.startswith("The provider connection was restored (connection_lost")
+    assert system[0].metadata["reconnect"]["attempts"] == 1
+    assert transport.messages_of(session, "error") == []

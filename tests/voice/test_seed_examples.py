@@ -210,3 +210,220 @@ async def test_the_seed_hook_examples_run_as_written(capsys: pytest.CaptureFixtu
     ]
     assert provider.tool_results == [(session.id, "call-9", "sunny in Rome")]
     await kit.close()
+
+
+# --- The vendor examples, against the vendors' fake servers (base_url) -------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_seed_openai_examples_run_against_the_fake_server() -> None:
+    from providers.openai import OpenAIRealtimeProvider
+    from tests.fakes.openai_realtime import FakeOpenAIRealtime
+    from voice.channels import RealtimeVoiceChannel
+    from voice.kit import RoomKit
+    from voice.mock import MockRealtimeTransport
+
+    async with FakeOpenAIRealtime(api_key="sk-...") as fake:
+        provider = OpenAIRealtimeProvider(
+            api_key="sk-...",
+            model="gpt-4o-realtime-preview",
+            base_url=fake.base_url,  # Custom endpoint (optional): here, the fake
+        )
+
+        transport = MockRealtimeTransport()
+
+        channel = RealtimeVoiceChannel(
+            "voice-realtime",
+            provider=provider,
+            transport=transport,
+            system_prompt="You are a helpful voice assistant.",
+            voice="alloy",
+            input_sample_rate=16000,
+            output_sample_rate=24000,
+            emit_transcription_events=True,
+        )
+
+        kit = RoomKit()
+        kit.register_channel(channel)
+
+        # Server VAD (default)
+        server_vad = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            provider_config={
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.5,
+                    "silence_duration_ms": 800,
+                    "prefix_padding_ms": 300,
+                    "interrupt_response": True,
+                    "create_response": True,
+                },
+            },
+        )
+        # Semantic VAD (understands conversation flow)
+        semantic = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            provider_config={
+                "turn_detection": {
+                    "type": "semantic_vad",
+                    "eagerness": "high",  # low, medium, high, auto
+                },
+            },
+        )
+        # Manual turn management (no automatic VAD)
+        manual = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            provider_config={"turn_detection": None},
+        )
+        # Configure which model transcribes user input
+        stt = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            provider_config={"stt_model": "gpt-4o-transcribe"},
+        )
+
+        session = await channel.start_session("room-1", "user-1")
+        await fake.user_speaks("hello")
+        await fake.wait_idle()
+        await channel.settle(session)
+        for other in (server_vad, semantic, manual, stt):
+            await other.start_session("room-1", "user-1")
+        sessions = [
+            event["session"] for event in fake.received if event["type"] == "session.update"
+        ]
+        texts = [
+            (message["role"], message["text"])
+            for message in transport.messages_of(session, "transcription")
+            if message["is_final"]
+        ]
+        for open_channel in (channel, server_vad, semantic, manual, stt):
+            await open_channel.close()
+
+    assert fake.request_paths[0] == "/v1/realtime?model=gpt-4o-realtime-preview"
+    assert sessions[0]["instructions"] == "You are a helpful voice assistant."
+    assert sessions[0]["audio"]["output"]["voice"] == "alloy"
+    assert texts == [("user", "hello"), ("assistant", fake.next_reply)]
+    turn = [s["audio"]["input"]["turn_detection"] for s in sessions[1:4]]
+    assert turn[0]["silence_duration_ms"] == 800
+    assert turn[1] == {"type": "semantic_vad", "eagerness": "high"}
+    assert turn[2] is None
+    assert sessions[4]["audio"]["input"]["transcription"]["model"] == "gpt-4o-transcribe"
+
+
+@pytest.mark.asyncio
+async def test_the_seed_xai_examples_run_against_the_fake_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from providers.xai import XAIRealtimeConfig, XAIRealtimeProvider
+    from tests.fakes.xai_realtime import FakeXAIRealtime
+    from voice.channels import RealtimeVoiceChannel
+    from voice.kit import Tool
+    from voice.mock import MockRealtimeTransport
+
+    async def get_weather(city: str) -> str:
+        return json.dumps({"temperature": 72, "condition": "sunny", "city": city})
+
+    weather_tool = Tool(
+        name="get_weather",
+        description="Get current weather for a city",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+        handler=get_weather,
+    )
+
+    async with FakeXAIRealtime(api_key="xai-...") as fake:
+        provider = XAIRealtimeProvider(
+            XAIRealtimeConfig(
+                api_key="xai-...",
+                model="grok-3-fast",  # Default model
+                voice="eve",  # Default voice
+                transcription_model="grok-2-audio",  # Input transcription model
+                base_url=fake.base_url,  # (not in the seed: the fake's address)
+            )
+        )
+
+        # Or with keyword arguments:
+        provider_2 = XAIRealtimeProvider(
+            api_key="xai-...",
+            model="grok-3-fast",
+            base_url=fake.base_url,
+        )
+
+        transport = MockRealtimeTransport()
+        channel = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            provider_config={
+                "turn_detection_type": "server_vad",  # server_vad (default)
+                "threshold": 0.5,
+                "silence_duration_ms": 800,
+                "prefix_padding_ms": 300,
+            },
+        )
+        tools_channel = RealtimeVoiceChannel(
+            "voice",
+            provider=provider_2,
+            transport=transport,
+            tools=[
+                {"type": "web_search"},  # Search the web
+                {"type": "x_search"},  # Search X (Twitter)
+                weather_tool,  # Standard function tool
+            ],
+        )
+        stt_channel = RealtimeVoiceChannel(
+            "voice",
+            provider=provider_2,
+            transport=transport,
+            # Override transcription model via provider_config
+            provider_config={
+                "transcription_model": "grok-2-audio",
+            },
+        )
+
+        session = await channel.start_session("room-1", "user-1")
+        await fake.user_speaks("hello")
+        await fake.wait_idle()
+        await channel.settle(session)
+        await tools_channel.start_session("room-1", "user-2")
+        await stt_channel.start_session("room-1", "user-3")
+        sessions = [
+            event["session"] for event in fake.received if event["type"] == "session.update"
+        ]
+        texts = [
+            (message["role"], message["text"])
+            for message in transport.messages_of(session, "transcription")
+            if message["is_final"]
+        ]
+        for open_channel in (channel, tools_channel, stt_channel):
+            await open_channel.close()
+
+    # Environment variables (example): XAI_API_KEY, XAI_MODEL, XAI_VOICE.
+    monkeypatch.setenv("XAI_API_KEY", "xai-from-env")
+    monkeypatch.setenv("XAI_MODEL", "grok-voice-latest")
+    monkeypatch.setenv("XAI_VOICE", "ara")
+    from_env = XAIRealtimeProvider(XAIRealtimeConfig.from_env())
+
+    assert fake.request_paths[0] == "/v1/realtime?model=grok-3-fast"
+    assert sessions[0]["voice"] == "eve"
+    assert sessions[0]["turn_detection"] == {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "silence_duration_ms": 800,
+        "prefix_padding_ms": 300,
+    }
+    assert sessions[0]["audio"]["input"]["transcription"] == {"model": "grok-2-audio"}
+    assert texts == [("user", "hello"), ("assistant", fake.next_reply)]
+    assert [tool["type"] for tool in sessions[1]["tools"]] == ["web_search", "x_search", "function"]
+    assert sessions[2]["audio"]["input"]["transcription"] == {"model": "grok-2-audio"}
+    assert (from_env.model, from_env.default_voice, from_env._api_key) == (
+        "grok-voice-latest",
+        "ara",
+        "xai-from-env",
+    )

@@ -96,6 +96,7 @@ def test_session_create_starts_connecting_with_the_agents_provider_and_model(
         "end_reason": "",
         "end_detail": "",
         "usage": {},
+        "reconnects": 0,
         "metrics": {},
         "metadata": {},
         "activated_at": None,

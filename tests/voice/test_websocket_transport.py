@@ -135,6 +135,7 @@ def started_message(session: LiveSession, rate: int = 16000, fmt: str = "base64_
         "session_id": session.id,
         "sample_rate": rate,
         "audio_format": fmt,
+        "turn_detection": "provider",
     }
 
 
