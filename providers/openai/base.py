@@ -278,9 +278,14 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             )
         except websockets.InvalidStatus as error:
             status = error.response.status_code
-            code = "invalid_api_key" if status in (401, 403) else f"http_{status}"
+            body = bytes(error.response.body or b"")[:2000].decode("utf-8", "replace")
+            # xAI answers a wrong key with 400 and "Incorrect API key provided" (a key is never
+            # echoed whole: vendors mask it, and only the status and reason are logged).
+            bad_key = status in (401, 403) or (status == 400 and "api key" in body.lower())
+            code = "invalid_api_key" if bad_key else f"http_{status}"
+            reason = "the API key was refused" if bad_key else f"HTTP {status}"
             raise ProviderError(
-                code, f"{self.vendor_label} refused the connection ({status})", fatal=True
+                code, f"{self.vendor_label} refused the connection ({reason})", fatal=True
             ) from None
         except (OSError, TimeoutError, websockets.WebSocketException) as error:
             raise ProviderError(

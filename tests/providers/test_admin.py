@@ -122,3 +122,49 @@ def test_kind_and_tenant_are_fixed_after_creation(
         "openai",
         world_a.tenant.pk,
     )
+
+
+# --- The endpoint (base_url) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "error"),
+    [
+        ("http://gateway.example.com/v1", "The endpoint must be a ws:// or wss:// URL"),
+        ("ws://gateway.example.com/v1", "Unencrypted ws:// endpoints are allowed only on this"),
+        ("wss://user:pw@gateway.example.com/v1", "The endpoint may not contain credentials"),
+        ("wss://gateway.example.com/v1?key=1", "The endpoint may not contain credentials"),
+        ("wss://gateway.example.com:99999/v1", "Enter a valid URL."),
+    ],
+)
+def test_an_unsafe_or_malformed_endpoint_is_a_form_error(
+    client: Client, world_a: TenantWorld, owner_a: User, base_url: str, error: str
+) -> None:
+    count = ProviderCredential.objects.count()
+    client.force_login(owner_a)
+    response = client.post(add_url(CREDENTIAL), credential_form(world_a, base_url=base_url))
+    errors = form_errors(response)
+    assert list(errors) == ["base_url"]
+    assert errors["base_url"][0].startswith(error)
+    assert ProviderCredential.objects.count() == count
+
+
+@pytest.mark.parametrize(
+    "base_url", ["wss://gateway.example.com/openai/v1", "ws://127.0.0.1:8765/v1", ""]
+)
+def test_a_credential_keeps_its_endpoint_and_an_edit_changes_it(
+    client: Client, world_a: TenantWorld, owner_a: User, base_url: str
+) -> None:
+    client.force_login(owner_a)
+    response = client.post(add_url(CREDENTIAL), credential_form(world_a, base_url=base_url))
+    assert response.status_code == 302
+    credential = ProviderCredential.objects.get(tenant=world_a.tenant, name="new")
+    assert credential.base_url == base_url
+    edit = client.post(
+        admin_url(credential, "change"),
+        {"name": "new", "secret": "", "base_url": "wss://other.example.com/v1"},
+    )
+    assert edit.status_code == 302
+    credential.refresh_from_db()
+    assert credential.base_url == "wss://other.example.com/v1"
+    assert reveal(credential) == SECRET  # the secret is untouched
