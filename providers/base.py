@@ -35,6 +35,9 @@ CALLBACKS = (
     "error",  # (session, code: str, message: str, fatal: bool)
     "usage",  # (session, usage: dict) after a response: the vendor's token counts
     "reconnect",  # (session, info: dict) the vendor session was replaced transparently
+    "tool_cancel",  # (session, call_ids: list[str]) the model no longer wants these calls
+    "resumption",  # (session, handle: str) the newest handle that resumes the vendor session
+    "transcript_correction",  # (session, original: str, corrected: str) assistant's, after
 )
 
 
@@ -95,6 +98,22 @@ class RealtimeVoiceProvider(ABC):
         session without ending ours; ``info`` has ``reason``, ``attempts``, ``gap_ms``,
         ``audio_dropped_ms`` and the new ``provider_session_id``."""
         self._callbacks["reconnect"].append(callback)
+
+    def on_tool_cancel(self, callback: Callback) -> None:
+        """``callback(session, call_ids)``: the model cancelled these tool calls (Gemini's
+        toolCallCancellation, when the caller interrupts); their results are not wanted."""
+        self._callbacks["tool_cancel"].append(callback)
+
+    def on_resumption(self, callback: Callback) -> None:
+        """``callback(session, handle)``: a handle that resumes the vendor session (Gemini's
+        sessionResumptionUpdate); the engine keeps the newest on the session."""
+        self._callbacks["resumption"].append(callback)
+
+    def on_transcript_correction(self, callback: Callback) -> None:
+        """``callback(session, original, corrected)``: the assistant's final transcript
+        ``original`` was not all spoken (ElevenLabs, after an interruption): ``corrected``
+        is what the caller heard."""
+        self._callbacks["transcript_correction"].append(callback)
 
     async def _fire(self, event: str, session: LiveSession, *args: Any) -> None:
         for callback in self._callbacks[event]:

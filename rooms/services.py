@@ -456,6 +456,30 @@ def room_event_append(*, tenant: Tenant, room: Room, kind: str, **fields: Any) -
     ]
 
 
+def room_event_correct(
+    *, tenant: Tenant, room: Room, session: VoiceSession, role: str, original: str, corrected: str
+) -> RoomEvent | None:
+    """The vendor corrected a transcript after the fact (ElevenLabs: the reply as actually
+    spoken after an interruption): the session's newest transcript of ``role`` with the
+    original text gets the corrected text; the original stays in ``metadata``. The timeline
+    keeps its indexes. None when no such transcript exists."""
+    _require_tenant(tenant, room)
+    _require_tenant(tenant, session)
+    with transaction.atomic():
+        row = (
+            RoomEvent.objects.select_for_update()
+            .filter(room=room, session=session, kind=EventKind.TRANSCRIPT, role=role, text=original)
+            .order_by("-index")
+            .first()
+        )
+        if row is None:
+            return None
+        row.metadata = {**row.metadata, "original_text": original}
+        row.text = corrected
+        row.save(update_fields=["text", "metadata"])
+    return row
+
+
 def _check_event(row: RoomEvent) -> None:
     if row.status == EventStatus.DELIVERED and row.blocked_by:
         raise ValidationError({"blocked_by": "Only a blocked event names what blocked it."})

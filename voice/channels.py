@@ -18,6 +18,7 @@ the control loop and tool tasks. Ending a session cancels and awaits every task 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -53,6 +54,7 @@ from voice.store import (
     BindingSnapshot,
     MemoryStore,
     SessionStore,
+    StoredCorrection,
     StoredToolCall,
     StoredTranscript,
 )
@@ -180,6 +182,9 @@ class _Runtime:
     played_ms: int | None = None  # the client's own playback report, when it sends them
     last_assistant_text: str = ""
     tool_mutes: int = 0
+    # Running tool calls by call id, and the ids the provider cancelled.
+    tool_tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    cancelled_calls: set[str] = field(default_factory=set)
     level_in: LevelThrottle = field(default_factory=LevelThrottle)
     level_out: LevelThrottle = field(default_factory=LevelThrottle)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -284,6 +289,9 @@ class RealtimeVoiceChannel:
         provider.on_error(self._on_provider_error)
         provider.on_usage(self._on_usage)
         provider.on_reconnect(self._on_provider_reconnect)
+        provider.on_tool_cancel(self._on_tool_cancel)
+        provider.on_resumption(self._on_resumption)
+        provider.on_transcript_correction(self._on_transcript_correction)
         transport.on_audio_received(self._on_client_audio)
         transport.on_client_disconnected(self._on_client_disconnected)
         transport.on_playback(self._on_playback)
@@ -974,9 +982,16 @@ class RealtimeVoiceChannel:
                     await self._handle_transcript(runtime, *payload)
                 elif kind == "message":
                     await self._handle_typed_message(runtime, *payload)
+                elif kind == "correction":
+                    await self._handle_correction(runtime, *payload)
                 else:
                     # Started here, after every transcript queued before it; runs on its own.
-                    self._spawn(runtime, self._run_tool(runtime, *payload))
+                    call_id = str(payload[0])
+                    task = asyncio.ensure_future(self._run_tool(runtime, *payload))
+                    runtime.tasks.add(task)
+                    runtime.tool_tasks[call_id] = task
+                    task.add_done_callback(runtime.tasks.discard)
+                    task.add_done_callback(functools.partial(_forget_tool, runtime, call_id))
             except Exception:
                 logger.exception("handling a %s failed", kind)
             finally:
@@ -1085,10 +1100,22 @@ class RealtimeVoiceChannel:
         try:
             status, result = await self._resolve_tool(runtime, call_id, name, arguments)
         except asyncio.CancelledError:
-            record.status, record.error = "cancelled", "the session ended before the tool finished"
+            by_provider = call_id in runtime.cancelled_calls and not runtime.ending
+            record.status = "cancelled"
+            record.error = (
+                "the model cancelled the call (the caller interrupted)"
+                if by_provider
+                else "the session ended before the tool finished"
+            )
             record.finished_at = datetime.now(UTC)
             await asyncio.shield(self.store.tool_call_finished(record))
-            raise
+            if not by_provider:
+                raise
+            await self._send(
+                runtime,
+                {"type": "tool_call", "call_id": call_id, "name": name, "status": "cancelled"},
+            )
+            return
         finally:
             if self.mute_on_tool_call:
                 runtime.tool_mutes -= 1
@@ -1299,8 +1326,64 @@ class RealtimeVoiceChannel:
         except Exception:
             logger.exception("could not record the provider reconnect")
 
+    def _on_tool_cancel(self, session: LiveSession, call_ids: Any) -> None:
+        """The model cancelled tool calls (Gemini, on barge-in): stop them; no result goes
+        back, and each is recorded as cancelled."""
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        for call_id in call_ids if isinstance(call_ids, list | tuple) else ():
+            task = runtime.tool_tasks.get(str(call_id))
+            if task is not None and not task.done():
+                runtime.cancelled_calls.add(str(call_id))
+                task.cancel()
+
+    def _on_transcript_correction(
+        self, session: LiveSession, original: Any, corrected: Any
+    ) -> None:
+        """The vendor says its final reply text was not all spoken: the caller's transcript
+        and the stored one are corrected, in order with the transcripts before it."""
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending:
+            return
+        runtime.control.put_nowait(("correction", (str(original), str(corrected))))
+
+    async def _handle_correction(self, runtime: _Runtime, original: str, corrected: str) -> None:
+        if original == corrected:
+            return
+        if runtime.last_assistant_text == original:
+            runtime.last_assistant_text = corrected
+        await self._send(
+            runtime,
+            {
+                "type": "transcript_corrected",
+                "role": "assistant",
+                "original": original,
+                "text": corrected,
+            },
+        )
+        if self.emit_transcription_events:
+            await self.store.transcript_corrected(
+                StoredCorrection(runtime.session.id, "assistant", original, corrected)
+            )
+
+    def _on_resumption(self, session: LiveSession, handle: Any) -> None:
+        """The newest handle that resumes the vendor session: kept on the session and
+        persisted (in the background: not on the provider's receive path)."""
+        runtime = self._runtimes.get(session.id)
+        if runtime is None or runtime.ending or not isinstance(handle, str):
+            return
+        session.resumption_handle = handle
+        self._spawn(runtime, self.store.resumption_handle(session, handle))
+
     async def _on_client_disconnected(self, session: LiveSession) -> None:
         await self.end_session(session, reason="client_hangup")
+
+
+def _forget_tool(runtime: _Runtime, call_id: str, task: asyncio.Task[Any]) -> None:
+    if runtime.tool_tasks.get(call_id) is task:
+        del runtime.tool_tasks[call_id]
+    runtime.cancelled_calls.discard(call_id)
 
 
 def _add_counts(total: dict[str, Any], usage: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from voice.session import LiveSession
 from voice.store import (
     BindingSnapshot,
     SessionStore,
+    StoredCorrection,
     StoredSystemEvent,
     StoredToolCall,
     StoredTranscript,
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 TRANSCRIPT_BATCH = 20
 
 #: What the per-session writer puts on the timeline, in order.
-Queued = StoredTranscript | StoredToolCall | StoredSystemEvent
+Queued = StoredTranscript | StoredToolCall | StoredSystemEvent | StoredCorrection
 WRITER_STOP_TIMEOUT_S = 30.0
 
 
@@ -182,11 +183,23 @@ class DjangoStore(SessionStore):
         def write() -> None:
             session = VoiceSession.objects.filter(pk=session_id).first()
             channel_id = session.channel_id if session else ""
-            room_services.room_events_append(
-                tenant=self.tenant,
-                room=room,
-                events=[_timeline_event(record, session, channel_id) for record in batch],
-            )
+            appends: list[room_services.NewRoomEvent] = []
+            for record in batch:  # in order: a correction applies to what came before it
+                if not isinstance(record, StoredCorrection):
+                    appends.append(_timeline_event(record, session, channel_id))
+                    continue
+                room_services.room_events_append(tenant=self.tenant, room=room, events=appends)
+                appends = []
+                if session is not None:
+                    room_services.room_event_correct(
+                        tenant=self.tenant,
+                        room=room,
+                        session=session,
+                        role=record.role,
+                        original=record.original,
+                        corrected=record.corrected,
+                    )
+            room_services.room_events_append(tenant=self.tenant, room=room, events=appends)
 
         await database_sync_to_async(write)()
 
@@ -229,6 +242,19 @@ class DjangoStore(SessionStore):
             return
         pending.append(record)
         self._wakeups[session.id].set()
+
+    async def transcript_corrected(self, record: StoredCorrection) -> None:
+        pending = self._pending.get(record.session_id)
+        if pending is None:
+            await self._write(record.session_id, [record])
+            return
+        pending.append(record)
+        self._wakeups[record.session_id].set()
+
+    async def resumption_handle(self, session: LiveSession, handle: str) -> None:
+        await database_sync_to_async(voice_services.voice_session_set_resumption)(
+            tenant=self.tenant, session_id=session.id, handle=handle
+        )
 
     async def flush(self) -> None:
         for session_id in list(self._pending):
@@ -279,7 +305,9 @@ class DjangoStore(SessionStore):
 
 
 def _timeline_event(
-    record: Queued, session: VoiceSession | None, channel_id: str
+    record: StoredTranscript | StoredToolCall | StoredSystemEvent,
+    session: VoiceSession | None,
+    channel_id: str,
 ) -> room_services.NewRoomEvent:
     if isinstance(record, StoredSystemEvent):
         return room_services.NewRoomEvent(

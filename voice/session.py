@@ -51,6 +51,8 @@ class LiveSession:
     usage: dict[str, Any] = field(default_factory=dict)
     #: The provider's transparent reconnects (reason, attempts, gap_ms, ...), in order.
     reconnects: list[dict[str, Any]] = field(default_factory=list)
+    #: The newest handle that resumes the vendor session (Gemini), "" when none.
+    resumption_handle: str = ""
 
     def move_to(self, target: SessionState) -> None:
         if target not in _MOVES[self.state]:

@@ -76,6 +76,16 @@ class StoredToolCall:
 
 
 @dataclass(slots=True)
+class StoredCorrection:
+    """A final transcript the vendor corrected afterwards (applied in timeline order)."""
+
+    session_id: str
+    role: str
+    original: str
+    corrected: str
+
+
+@dataclass(slots=True)
 class StoredSystemEvent:
     """A system line on the room timeline (a provider reconnect, say)."""
 
@@ -111,6 +121,14 @@ class SessionStore:
 
     async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
         """The provider replaced its vendor session (``session.reconnects`` has it too)."""
+        return None
+
+    async def transcript_corrected(self, record: StoredCorrection) -> None:
+        """A final transcript was corrected by the vendor after it was stored."""
+        return None
+
+    async def resumption_handle(self, session: LiveSession, handle: str) -> None:
+        """The newest handle resuming the vendor session (``session.resumption_handle``)."""
         return None
 
     async def flush(self) -> None:
@@ -149,3 +167,13 @@ class MemoryStore(SessionStore):
 
     async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
         self.reconnects.append((session.id, info))
+
+    async def transcript_corrected(self, record: StoredCorrection) -> None:
+        for stored in reversed(self.transcripts):
+            if (
+                stored.session_id == record.session_id
+                and stored.role == record.role
+                and stored.text == record.original
+            ):
+                stored.text = record.corrected
+                return

@@ -12,7 +12,9 @@ otherwise the server closes with 1008 override_error (section 4.2).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import os
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
@@ -23,6 +25,7 @@ __all__ = [
     "DynamicVariableValue",
     "ElevenLabsAudioFormat",
     "ElevenLabsProviderConfig",
+    "ElevenLabsRealtimeConfig",
 ]
 
 ElevenLabsAudioFormat = Literal[
@@ -83,3 +86,27 @@ class ElevenLabsProviderConfig(ProviderConfig):
     # Expected audio format. The format is an agent setting reported in
     # conversation_initiation_metadata (section 4.4), so this is checked, not sent.
     audio_format: ElevenLabsAudioFormat | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsRealtimeConfig:
+    """The seed's ``ElevenLabsRealtimeConfig(api_key, agent_id, requires_auth, base_url)``.
+
+    ``requires_auth=False``: the key goes in the ``xi-api-key`` header of the WebSocket.
+    ``True``: a signed URL is fetched first (``GET /v1/convai/conversation/get-signed-url``
+    over HTTPS on the same host as ``base_url``, e.g. the EU residency endpoint).
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    agent_id: str = ""
+    requires_auth: bool = False
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ElevenLabsRealtimeConfig:
+        values: dict[str, Any] = {
+            "api_key": os.environ.get("ELEVENLABS_API_KEY") or None,
+            "agent_id": os.environ.get("ELEVENLABS_AGENT_ID", ""),
+        }
+        values.update(overrides)
+        return cls(**values)

@@ -1,1 +1,5 @@
 """Google Gemini Live provider."""
+
+from providers.gemini.provider import GeminiLiveProvider
+
+__all__ = ["GeminiLiveProvider"]

@@ -328,6 +328,19 @@ function onTranscription(message) {
   });
 }
 
+// The agent's last reply was not all spoken (the caller interrupted): show what was said.
+function onTranscriptCorrected(message) {
+  if (typeof message.original !== 'string' || typeof message.text !== 'string') return;
+  const turns = ui.transcript.querySelectorAll('li.turn[data-role="assistant"][data-final="true"]');
+  for (let i = turns.length - 1; i >= 0; i -= 1) {
+    if (turns[i].textContent === message.original) {
+      turns[i].textContent = message.text;
+      turns[i].dataset.corrected = 'true';
+      return;
+    }
+  }
+}
+
 // Partial turns of a session that is gone are left as they were, and no longer updated.
 function abandonPartialTurns() {
   for (const role of ['user', 'assistant']) {
@@ -818,6 +831,9 @@ function onJson(raw, current) {
       break;
     case 'transcription':
       onTranscription(message);
+      break;
+    case 'transcript_corrected':
+      onTranscriptCorrected(message);
       break;
     case 'speaking':
       if (message.who === 'user') setSpeaking(ui.userSpeaking, message.speaking === true);

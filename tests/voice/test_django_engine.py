@@ -181,10 +181,17 @@ def test_an_openai_agent_gets_its_provider_with_the_decrypted_key(world_a: Tenan
 
 
 @pytest.mark.django_db
-def test_an_agent_whose_provider_is_not_built_yet_says_so(world_a: TenantWorld) -> None:
+def test_an_agent_whose_provider_is_not_in_this_build_says_so(
+    world_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from providers import registry
     from providers import services as provider_services
     from voice import services as voice_services
 
+    missing = replace(registry.PROVIDERS["gemini"], client_path="providers.gemini.gone:Missing")
+    monkeypatch.setitem(registry.PROVIDERS, "gemini", missing)
     credential = provider_services.credential_create(
         tenant=world_a.tenant, name="gemini-main", kind="gemini", secret="AIza-0123456789abcdef"
     )
@@ -197,7 +204,20 @@ def test_an_agent_whose_provider_is_not_built_yet_says_so(world_a: TenantWorld) 
     )
     config = agent_config_load(tenant=world_a.tenant, agent=agent)
 
-    with pytest.raises(ProviderUnavailable, match="Google Gemini Live"):
+    with pytest.raises(ProviderUnavailable, match="Google Gemini Live provider is not available"):
+        provider_for(config)
+
+
+@pytest.mark.django_db
+def test_an_agent_without_a_credential_says_so(world_a: TenantWorld) -> None:
+    from voice import services as voice_services
+
+    agent = voice_services.agent_create(
+        tenant=world_a.tenant, slug="gemini", name="Gemini", provider_kind="gemini"
+    )
+    config = agent_config_load(tenant=world_a.tenant, agent=agent)
+
+    with pytest.raises(ProviderUnavailable, match="has no Google Gemini Live credential"):
         provider_for(config)
 
 
