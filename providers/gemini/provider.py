@@ -493,14 +493,16 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
             return
         code, reason = socket.close_code, socket.close_reason or ""
         if not conn.ready.is_set():  # refused during setup: connect() or the reconnect says so
-            conn.setup_error = (_close_error_code(code), reason or f"closed with {code}")
+            conn.setup_error = (_close_error_code(code, reason), reason or f"closed with {code}")
             conn.socket = None
             conn.ready.set()
             return
         if not conn.live or conn.reconnecting:
             return
         if code in FATAL_CLOSE_CODES:
-            await self._fail(conn, _close_error_code(code), f"Gemini closed the session: {reason}")
+            await self._fail(
+                conn, _close_error_code(code, reason), f"Gemini closed the session: {reason}"
+            )
             return
         logger.warning("the Gemini connection closed (code %s %s): reconnecting", code, reason)
         self._start_reconnect(conn, "connection_lost")
@@ -683,10 +685,15 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
                     with contextlib.suppress(Exception):
                         await half_open.close()
                     conn.socket = None
-                if error.code == "invalid_api_key" or error.code == "policy_violation":
+                if error.code == "invalid_api_key":
                     break
-                if handle and error.code == "invalid_argument":
-                    handle, resumed = "", False  # the handle was refused: start afresh
+                if handle:
+                    # The handle was refused (expired, unknown): start afresh, restoring the
+                    # conversation as text.
+                    handle, resumed = "", False
+                    continue
+                if error.code == "policy_violation":
+                    break
                 continue
             failure = None
             break
@@ -764,7 +771,9 @@ def _socket_of(conn: _Conn) -> ClientConnection | None:
     return conn.socket
 
 
-def _close_error_code(code: int | None) -> str:
+def _close_error_code(code: int | None, reason: str = "") -> str:
+    if "api key" in reason.lower():
+        return "invalid_api_key"  # 1007 "API key not valid. Please pass a valid API key."
     if code == 1008:
         return "policy_violation"
     if code == INVALID_ARGUMENT_CLOSE:

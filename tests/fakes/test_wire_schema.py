@@ -1,6 +1,7 @@
-"""The wire-schema validators: what a correct GA / xAI client sends passes, what a wrong one
-sends fails with a message that names the field; SDK-serialised frames pass; the fake
-OpenAI server's frames match the GA server models."""
+"""The wire-schema validators: what a correct GA / xAI / Gemini / ElevenLabs client sends
+passes, what a wrong one sends fails with a message that names the field; SDK-serialised
+frames pass; the fake OpenAI server's frames match the GA server models (the Gemini and
+ElevenLabs fakes check theirs in their own self-tests)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from typing import Any
 
 import pytest
+from google.genai import types as genai_types
 from openai._utils._transform import maybe_transform
 from openai.types.beta.realtime import SessionUpdateEventParam as BetaSessionUpdateEventParam
 from openai.types.realtime import (
@@ -31,8 +33,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
 from tests.fakes.wire_schema import (
+    WireLiveClientMessage,
     WireSchemaError,
     unknown_fields,
+    validate_elevenlabs_client_message,
+    validate_elevenlabs_server_message,
+    validate_gemini_client_message,
+    validate_gemini_server_message,
     validate_openai_client_event,
     validate_openai_server_event,
     validate_xai_client_event,
@@ -943,3 +950,360 @@ KNOWN_FAKE_DIVERGENCES = {
     "  $.part.type: Input should be 'text' or 'audio' [literal_error, got 'output_audio']"
     for kind in ("added", "done")
 }
+
+
+# ------------------------------------------------------------------------------------------
+# Gemini Live (google.genai.types.LiveClientMessage, with setup.realtimeInputConfig added)
+# ------------------------------------------------------------------------------------------
+
+GEMINI_SETUP: JSON = {
+    "setup": {
+        "model": "models/gemini-2.5-flash-native-audio-preview-12-2025",
+        "generationConfig": {
+            "responseModalities": ["AUDIO"],
+            "speechConfig": {
+                "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Aoede"}},
+                "languageCode": "en-US",
+            },
+            "temperature": 0.7,
+            "topP": 0.9,
+            "topK": 40,
+            "maxOutputTokens": 1024,
+            "thinkingConfig": {"thinkingBudget": 0},
+            "enableAffectiveDialog": True,
+        },
+        "systemInstruction": {"parts": [{"text": "You are helpful."}]},
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "get_weather",
+                        "description": "Current weather for a city.",
+                        "parameters": {
+                            "type": "OBJECT",
+                            "properties": {"city": {"type": "STRING"}},
+                            "required": ["city"],
+                        },
+                    }
+                ]
+            }
+        ],
+        "realtimeInputConfig": {
+            "automaticActivityDetection": {
+                "disabled": False,
+                "startOfSpeechSensitivity": "START_SENSITIVITY_LOW",
+                "endOfSpeechSensitivity": "END_SENSITIVITY_HIGH",
+                "prefixPaddingMs": 20,
+                "silenceDurationMs": 100,
+            },
+            "activityHandling": "NO_INTERRUPTION",
+        },
+        "proactivity": {"proactiveAudio": True},
+        "inputAudioTranscription": {},
+        "outputAudioTranscription": {},
+        "sessionResumption": {"handle": "previous-handle"},
+        "contextWindowCompression": {
+            "triggerTokens": 25600,
+            "slidingWindow": {"targetTokens": 12800},
+        },
+    }
+}
+GEMINI_CLIENT_FRAMES: dict[str, JSON] = {
+    "setup, everything we set": GEMINI_SETUP,
+    "setup, snake_case (proto JSON)": {
+        "setup": {"model": "models/x", "generation_config": {"response_modalities": ["AUDIO"]}}
+    },
+    "realtimeInput audio": {
+        "realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": AUDIO}}
+    },
+    "realtimeInput audioStreamEnd": {"realtimeInput": {"audioStreamEnd": True}},
+    "realtimeInput activityStart": {"realtimeInput": {"activityStart": {}}},
+    "realtimeInput activityEnd": {"realtimeInput": {"activityEnd": {}}},
+    "realtimeInput text": {"realtimeInput": {"text": "hello"}},
+    "clientContent": {
+        "clientContent": {
+            "turns": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "turnComplete": True,
+        }
+    },
+    "toolResponse": {
+        "toolResponse": {
+            "functionResponses": [
+                {"id": "fc_1", "name": "get_weather", "response": {"result": {"temp": 20}}}
+            ]
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("message", GEMINI_CLIENT_FRAMES.values(), ids=GEMINI_CLIENT_FRAMES.keys())
+def test_gemini_accepts_what_a_correct_client_sends(message: JSON) -> None:
+    validate_gemini_client_message(frame(message))
+
+
+def test_gemini_setup_needs_the_realtime_input_config_patch() -> None:
+    """google-genai 3.4.0's LiveClientSetup lacks ``realtimeInputConfig`` although the API
+    documents it and the SDK's own converter writes it into the setup frame: the unpatched
+    model rejects every real setup that has it, the patched one (``WireLiveClientMessage``)
+    accepts it. If this starts failing, the SDK has caught up and the patch can go."""
+    raw = frame(GEMINI_SETUP)
+    with pytest.raises(
+        ValueError, match=r"setup\.realtimeInputConfig\s+Extra inputs are not permitted"
+    ):
+        genai_types.LiveClientMessage.model_validate_json(raw)
+    message = WireLiveClientMessage.model_validate_json(raw)
+    assert (
+        message.model_dump(by_alias=True, exclude_none=True)["setup"]["realtimeInputConfig"][
+            "activityHandling"
+        ]
+        == "NO_INTERRUPTION"
+    )
+
+
+GEMINI_CLIENT_MISTAKES: dict[str, tuple[JSON | str, str]] = {
+    "two top-level fields": (
+        {"setup": {"model": "m"}, "realtimeInput": {"text": "x"}},
+        "gemini client message: a frame sets exactly one of setup, clientContent, "
+        "realtimeInput, toolResponse; got ['realtimeInput', 'setup']",
+    ),
+    "no field": ({}, "got none"),
+    "unknown top-level field": (
+        {"bogus": {}},
+        "$.bogus: Extra inputs are not permitted [extra_forbidden, got {}]",
+    ),
+    "speechConfig outside generationConfig": (
+        {"setup": {"model": "m", "speechConfig": {}}},
+        "$.setup.speechConfig: Extra inputs are not permitted",
+    ),
+    "bad base64 audio": (
+        {"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": "!!nope!!"}}},
+        "$.realtimeInput.audio.data: Data should be valid base64",
+    ),
+    "unknown field in realtimeInput": (
+        {"realtimeInput": {"audio": {"mimeType": "audio/pcm", "data": AUDIO}, "foo": 1}},
+        "$.realtimeInput.foo: Extra inputs are not permitted",
+    ),
+    "unknown modality": (
+        {"setup": {"model": "m", "generationConfig": {"responseModalities": ["SOUND"]}}},
+        "gemini client message: unknown enum value: SOUND is not a valid Modality",
+    ),
+    "activityHandling typo": (
+        {"setup": {"model": "m", "realtimeInputConfig": {"activityHandling": "NO_INTERUPTION"}}},
+        "unknown enum value: NO_INTERUPTION is not a valid ActivityHandling",
+    ),
+    "function response without a response object": (
+        {"toolResponse": {"functionResponses": [{"id": "fc_1", "name": "f", "response": "ok"}]}},
+        "$.toolResponse.functionResponses[0].response: Input should be an object [dict_type",
+    ),
+    "not JSON": ("{not json", "gemini client message: not JSON"),
+}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"), GEMINI_CLIENT_MISTAKES.values(), ids=GEMINI_CLIENT_MISTAKES.keys()
+)
+def test_gemini_rejects_what_a_wrong_client_sends_and_says_where(
+    message: JSON | str, expected: str
+) -> None:
+    with pytest.raises(WireSchemaError) as caught:
+        validate_gemini_client_message(message if isinstance(message, str) else frame(message))
+    assert expected in str(caught.value)
+
+
+GEMINI_SERVER_FRAMES: list[JSON] = [
+    {"setupComplete": {}},
+    {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": AUDIO}}]
+            }
+        }
+    },
+    {"serverContent": {"outputTranscription": {"text": "Hello"}}},
+    {"serverContent": {"inputTranscription": {"text": "hi there"}}},
+    {"serverContent": {"interrupted": True}},
+    {"serverContent": {"generationComplete": True}},
+    {
+        "serverContent": {"turnComplete": True},
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "responseTokenCount": 5,
+            "totalTokenCount": 15,
+            "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}],
+        },
+    },
+    {
+        "toolCall": {
+            "functionCalls": [{"id": "fc_1", "name": "get_weather", "args": {"city": "Paris"}}]
+        }
+    },
+    {"toolCallCancellation": {"ids": ["fc_1"]}},
+    {"goAway": {"timeLeft": "50s"}},
+    {"sessionResumptionUpdate": {"newHandle": "h2", "resumable": True}},
+    {"sessionResumptionUpdate": {}},
+]
+
+
+@pytest.mark.parametrize("message", GEMINI_SERVER_FRAMES)
+def test_gemini_server_frames_validate(message: JSON) -> None:
+    validate_gemini_server_message(frame(message))
+
+
+def test_gemini_server_frames_with_unknown_fields_are_rejected() -> None:
+    with pytest.raises(WireSchemaError, match=r"\$\.serverContent\.turnDone: Extra inputs"):
+        validate_gemini_server_message(frame({"serverContent": {"turnDone": True}}))
+
+
+# ------------------------------------------------------------------------------------------
+# ElevenLabs Agents (AsyncAPI contract + elevenlabs SDK override models)
+# ------------------------------------------------------------------------------------------
+
+ELEVENLABS_CLIENT_FRAMES: dict[str, JSON] = {
+    "initiation, everything we set": {
+        "type": "conversation_initiation_client_data",
+        "conversation_config_override": {
+            "agent": {
+                "prompt": {"prompt": "Be concise."},
+                "first_message": "Hi {{user_name}}!",
+                "language": "en",
+            },
+            "tts": {"voice_id": "21m00Tcm4TlvDq8ikWAM"},
+        },
+        "dynamic_variables": {"user_name": "Ada", "visits": 3, "vip": True},
+        "custom_llm_extra_body": {"temperature": 0.3},
+    },
+    "initiation, SDK extras": {
+        "type": "conversation_initiation_client_data",
+        "user_id": "u1",
+        "source_info": {"source": "python_sdk", "version": "2.78.0"},
+        "environment": "production",
+        "conversation_config_override": {
+            "tts": {"stability": 0.5, "speed": 1.1, "similarity_boost": 0.8},
+            "conversation": {"text_only": False, "client_events": ["audio", "ping"]},
+            "turn": {"soft_timeout_config": {"message": "Still there?"}},
+            "asr": {"keywords": ["roomvoice"]},
+        },
+    },
+    "audio chunk": {"user_audio_chunk": AUDIO},
+    "pong": {"type": "pong", "event_id": 3},
+    "client tool result": {
+        "type": "client_tool_result",
+        "tool_call_id": "t1",
+        "result": "ok",
+        "is_error": False,
+    },
+    "contextual update": {"type": "contextual_update", "text": "User opened the pricing page"},
+    "user message": {"type": "user_message", "text": "hello"},
+    "user activity": {"type": "user_activity"},
+    "feedback": {"type": "feedback", "event_id": 4, "score": "like"},
+}
+
+
+@pytest.mark.parametrize(
+    "message", ELEVENLABS_CLIENT_FRAMES.values(), ids=ELEVENLABS_CLIENT_FRAMES.keys()
+)
+def test_elevenlabs_accepts_what_a_correct_client_sends(message: JSON) -> None:
+    validate_elevenlabs_client_message(frame(message))
+
+
+ELEVENLABS_CLIENT_MISTAKES: dict[str, tuple[JSON | str, str]] = {
+    "pong without event_id": (
+        {"type": "pong"},
+        "elevenlabs client message 'pong': 1 schema error:\n  $.event_id: Field required [missing]",
+    ),
+    "pong with an extra field": (
+        {"type": "pong", "event_id": 3, "ping_ms": 5},
+        "$.ping_ms: Extra inputs are not permitted",
+    ),
+    "event_id as a string": (
+        {"type": "pong", "event_id": "3"},
+        "$.event_id: Input should be a valid integer",
+    ),
+    "tool result without is_error": (
+        {"type": "client_tool_result", "tool_call_id": "t1", "result": "ok"},
+        "$.is_error: Field required",
+    ),
+    "tool result as an object": (
+        {"type": "client_tool_result", "tool_call_id": "t1", "result": {"a": 1}, "is_error": False},
+        "$.result: Input should be a valid string",
+    ),
+    "override typo": (
+        {
+            "type": "conversation_initiation_client_data",
+            "conversation_config_override": {"agnet": {}},
+        },
+        "$.conversation_config_override.agnet: Extra inputs are not permitted",
+    ),
+    "typo at top level": (
+        {"type": "conversation_initiation_client_data", "dynamic_variabels": {}},
+        "$.dynamic_variabels: Extra inputs are not permitted",
+    ),
+    "prompt as a string": (
+        {
+            "type": "conversation_initiation_client_data",
+            "conversation_config_override": {"agent": {"prompt": "text"}},
+        },
+        "$.conversation_config_override.agent.prompt: Input should be an object",
+    ),
+    "tts speed out of range": (
+        {
+            "type": "conversation_initiation_client_data",
+            "conversation_config_override": {"tts": {"speed": 9}},
+        },
+        "$.conversation_config_override.tts.speed: Input should be less than or equal to 5",
+    ),
+    "unknown client event": (
+        {
+            "type": "conversation_initiation_client_data",
+            "conversation_config_override": {"conversation": {"client_events": ["audios"]}},
+        },
+        "$.conversation_config_override.conversation.client_events[0]: Input should be",
+    ),
+    "dynamic variable that is an object": (
+        {"type": "conversation_initiation_client_data", "dynamic_variables": {"user": {"a": 1}}},
+        "$.dynamic_variables.user",
+    ),
+    "audio chunk with a type": (
+        {"type": "user_audio_chunk", "user_audio_chunk": AUDIO},
+        "Input tag 'user_audio_chunk' found using 'type' does not match",
+    ),
+    "audio chunk that is not base64": ({"user_audio_chunk": "not base64!"}, "$.user_audio_chunk"),
+    "wrong audio message": ({"type": "user_audio", "audio": AUDIO}, "Input tag 'user_audio'"),
+    "not JSON": ("{", "elevenlabs client message: not JSON"),
+}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    ELEVENLABS_CLIENT_MISTAKES.values(),
+    ids=ELEVENLABS_CLIENT_MISTAKES.keys(),
+)
+def test_elevenlabs_rejects_what_a_wrong_client_sends_and_says_where(
+    message: JSON | str, expected: str
+) -> None:
+    with pytest.raises(WireSchemaError) as caught:
+        validate_elevenlabs_client_message(message if isinstance(message, str) else frame(message))
+    assert expected in str(caught.value)
+
+
+def test_elevenlabs_server_frames_are_checked_against_the_contract() -> None:
+    validate_elevenlabs_server_message(
+        frame({"type": "ping", "ping_event": {"event_id": 4, "ping_ms": None}})
+    )
+    with pytest.raises(WireSchemaError, match=r"\$\.audio_event\.audio_base_64: Field required"):
+        validate_elevenlabs_server_message(
+            frame({"type": "audio", "audio_event": {"audio": AUDIO, "event_id": 1}})
+        )
+    with pytest.raises(WireSchemaError, match="agent_output_audio_format"):
+        validate_elevenlabs_server_message(
+            frame(
+                {
+                    "type": "conversation_initiation_metadata",
+                    "conversation_initiation_metadata_event": {
+                        "conversation_id": "c",
+                        "agent_output_audio_format": "mp3_44100",
+                        "user_input_audio_format": "pcm_16000",
+                    },
+                }
+            )
+        )
