@@ -107,6 +107,8 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
     #: A reply has ended when no audio came for this long after its text (the protocol has
     #: no end-of-reply event).
     reply_idle_s: float = 0.6
+    #: ... and for this long when its text has not come.
+    reply_idle_fallback_s: float = 3.0
 
     def __init__(
         self,
@@ -485,7 +487,6 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
             return
         if not conn.responding:
             conn.responding = True
-            conn.response_text_seen = False
             await self._fire("response_start", conn.session)
         pcm = g711.ulaw_decode(data) if conn.fmt_out.ulaw else data
         out = conn.resample_out.process(pcm) if conn.resample_out else pcm
@@ -499,16 +500,25 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
         loop = asyncio.get_running_loop()
         conn.idle_timer = loop.call_later(self.reply_idle_s, self._idle, conn)
 
-    def _idle(self, conn: _Conn) -> None:
+    def _idle(self, conn: _Conn, waited: float = 0.0) -> None:
         conn.idle_timer = None
-        if conn.responding and conn.response_text_seen and not conn.closing:
-            task = asyncio.ensure_future(self._end_reply(conn))
-            task.add_done_callback(_log_failure)
+        if not conn.responding or conn.closing:
+            return
+        waited += self.reply_idle_s
+        if not conn.response_text_seen and waited < self.reply_idle_fallback_s:
+            # The reply's text has not come (or is not among the agent's client events):
+            # a pause in its audio may be the TTS waiting for the LLM. Wait longer.
+            loop = asyncio.get_running_loop()
+            conn.idle_timer = loop.call_later(self.reply_idle_s, self._idle, conn, waited)
+            return
+        task = asyncio.ensure_future(self._end_reply(conn))
+        task.add_done_callback(_log_failure)
 
     async def _end_reply(self, conn: _Conn) -> None:
         if not conn.responding:
             return
         conn.responding = False
+        conn.response_text_seen = False
         if conn.idle_timer is not None:
             conn.idle_timer.cancel()
             conn.idle_timer = None
