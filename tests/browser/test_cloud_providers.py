@@ -1,4 +1,5 @@
-"""The browser voice page with an OpenAI or xAI agent, talking to the vendor's fake server.
+"""The browser voice page with an OpenAI, xAI, Gemini or ElevenLabs agent, talking to the
+vendor's fake server.
 
 The agent's credential points its endpoint (``base_url``) at the fake, which runs in a
 thread of the test process with its own event loop. Chromium's fake microphone plays a
@@ -11,10 +12,12 @@ provider's wire protocol, and back.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,8 @@ from selenium.webdriver.common.by import By
 from providers import services as provider_services
 from rooms import services as room_services
 from rooms.models import EventKind, RoomEvent, Tenant, User
+from tests.fakes.elevenlabs_convai import FakeElevenLabs
+from tests.fakes.gemini_live import FakeGeminiLive
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
 from tests.fakes.xai_realtime import FakeXAIRealtime
 from tests.fixtures.browser import (
@@ -48,14 +53,36 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 HEARD = "what is the weather in Paris"
 REPLY = "It is sunny in Paris today."
-VENDORS: dict[str, tuple[type[FakeOpenAIRealtime], str, str]] = {
-    "openai": (FakeOpenAIRealtime, "sk-browser-test-0123456789", "gpt-realtime"),
-    "xai": (FakeXAIRealtime, "xai-browser-test-0123456789", "grok-voice-latest"),
+Fake = FakeOpenAIRealtime | FakeGeminiLive | FakeElevenLabs
+
+
+@dataclass(frozen=True)
+class Vendor:
+    make: Callable[..., Fake]
+    api_key: str
+    model: str  # ElevenLabs: the agent id
+
+    def endpoint(self, fake: Fake) -> str:
+        """What the credential's endpoint (base_url) is for this vendor's fake."""
+        return fake.ws_base_url if isinstance(fake, FakeElevenLabs) else fake.base_url
+
+
+VENDORS = {
+    "openai": Vendor(FakeOpenAIRealtime, "sk-browser-test-0123456789", "gpt-realtime"),
+    "xai": Vendor(FakeXAIRealtime, "xai-browser-test-0123456789", "grok-voice-latest"),
+    "gemini": Vendor(
+        FakeGeminiLive, "AIza-browser-test-0123456789", "gemini-2.5-flash-native-audio-latest"
+    ),
+    "elevenlabs": Vendor(
+        lambda **options: FakeElevenLabs(agent_id="agent_browser", **options),
+        "xi-browser-test-0123456789",
+        "agent_browser",
+    ),
 }
 
 
 @contextmanager
-def fake_in_thread(fake: FakeOpenAIRealtime) -> Iterator[FakeOpenAIRealtime]:
+def fake_in_thread(fake: Fake) -> Iterator[Fake]:
     """Serve ``fake`` from a thread with its own event loop (the test itself is sync)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-vendor", daemon=True)
@@ -101,11 +128,11 @@ def test_the_voice_page_talks_to_a_cloud_agent_through_its_fake_server(
     member_a: User,
     tenant_a: Tenant,
 ) -> None:
-    fake_class, api_key, model = VENDORS[kind]
-    fake = fake_class(api_key=api_key, auto_vad=True, next_reply=REPLY, reply_audio_ms=1200)
+    vendor = VENDORS[kind]
+    fake = vendor.make(api_key=vendor.api_key, auto_vad=True, next_reply=REPLY, reply_audio_ms=1200)
     fake.user_transcripts.extend([HEARD] * 20)  # one per detected turn (the clip loops)
     with fake_in_thread(fake):
-        room = _cloud_room(tenant_a, kind, api_key, model, fake.base_url)
+        room = _cloud_room(tenant_a, kind, vendor.api_key, vendor.model, vendor.endpoint(fake))
         browser_login(chrome, daphne_server, member_a)
         chrome.get(f"{daphne_server.url}/rooms/{room.pk}/voice/")
         wait(chrome).until(lambda d: connection_state(d) == "idle")
@@ -125,9 +152,7 @@ def test_the_voice_page_talks_to_a_cloud_agent_through_its_fake_server(
         pcm = np.frombuffer(fake.input_pcm16(), dtype="<i2").astype(np.float64)
         assert pcm.size > 0
         assert np.sqrt(np.mean(pcm**2)) > 100
-        setup = fake.received[0]
-        assert setup["type"] == "session.update"
-        assert setup["session"]["instructions"] == "You are a weather assistant."
+        assert "You are a weather assistant." in json.dumps(fake.received[0])
 
         chrome.find_element(By.ID, "end-button").click()
         wait(chrome).until(lambda d: connection_state(d) == "ended")
@@ -137,8 +162,10 @@ def test_the_voice_page_talks_to_a_cloud_agent_through_its_fake_server(
 
         session = eventually(recorded, timeout=TIMEOUT, describe=lambda: session_id)
         assert session is not None and session.provider_kind == kind
-        assert session.provider_session_id  # the vendor's session id
-        assert session.usage.get("responses", 0) >= 1
+        if kind != "gemini":  # Gemini's setupComplete names no session
+            assert session.provider_session_id  # the vendor's session (conversation) id
+        if kind != "elevenlabs":  # ElevenLabs reports no token usage
+            assert session.usage.get("responses", 0) >= 1
         texts = list(
             RoomEvent.objects.filter(session_id=session_id, kind=EventKind.TRANSCRIPT)
             .order_by("index")

@@ -360,3 +360,82 @@ async def test_a_provider_reconnect_is_recorded_on_the_session_and_the_timeline(
     assert system[0].text.startswith("The provider connection was restored (connection_lost")
     assert system[0].metadata["reconnect"]["attempts"] == 1
     assert transport.messages_of(session, "error") == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_gemini_resumption_handle_is_persisted_on_the_session(world_a: TenantWorld) -> None:
+    from providers import services as provider_services
+    from tests.fakes.gemini_live import FakeGeminiLive
+
+    async with FakeGeminiLive(api_key="AIza-0123456789abcdef") as fake:
+        credential = await database_sync_to_async(provider_services.credential_create)(
+            tenant=world_a.tenant,
+            name="gemini-fake",
+            kind="gemini",
+            secret="AIza-0123456789abcdef",
+            base_url=fake.base_url,
+        )
+        agent = await database_sync_to_async(voice_services.agent_create)(
+            tenant=world_a.tenant,
+            slug="gemini",
+            name="Gemini",
+            provider_kind="gemini",
+            credential=credential,
+        )
+        channel, _ = await _channel(world_a, agent)
+        seen = asyncio.Event()
+        channel.provider.on_resumption(lambda session, handle: seen.set())
+        session = await channel.start_session("room-1", "caller")
+        handle = await fake.send_resumption_update()
+        async with asyncio.timeout(5):
+            await seen.wait()
+        await channel.settle(session)
+        row = await VoiceSession.objects.aget(pk=session.id)
+        await channel.end_session(session.id, reason="client_hangup")
+
+    assert handle and row.resumption_handle == handle
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_an_elevenlabs_correction_fixes_the_stored_transcript(world_a: TenantWorld) -> None:
+    from providers import services as provider_services
+    from tests.fakes.elevenlabs_convai import FakeElevenLabs
+
+    story = "Once upon a time there was a very long story that went on and on."
+    async with FakeElevenLabs(
+        api_key="xi-0123456789abcdef", next_reply=story, reply_audio_ms=4000, chunk_interval_s=0.02
+    ) as fake:
+        credential = await database_sync_to_async(provider_services.credential_create)(
+            tenant=world_a.tenant,
+            name="elevenlabs-fake",
+            kind="elevenlabs",
+            secret="xi-0123456789abcdef",
+            base_url=fake.ws_base_url,
+        )
+        agent = await database_sync_to_async(voice_services.agent_create)(
+            tenant=world_a.tenant,
+            slug="eleven",
+            name="ElevenLabs",
+            provider_kind="elevenlabs",
+            model=fake.agent_id,
+            credential=credential,
+        )
+        channel, transport = await _channel(world_a, agent)
+        session = await channel.start_session("room-1", "caller")
+        await fake.user_speaks("tell me a story")
+        await transport.wait_until(lambda: len(transport.sent_audio) >= 3)
+        await fake.interrupt()
+        await transport.wait_until(lambda: transport.messages_of(session, "transcript_corrected"))
+        (corrected,) = transport.messages_of(session, "transcript_corrected")
+        await channel.end_session(session.id, reason="client_hangup")
+
+    rows = [
+        event
+        async for event in RoomEvent.objects.filter(
+            session_id=session.id, kind=EventKind.TRANSCRIPT, role="assistant"
+        )
+    ]
+    assert [row.text for row in rows] == [corrected["text"]]
+    assert rows[0].metadata["original_text"] == story

@@ -427,3 +427,166 @@ async def test_the_seed_xai_examples_run_against_the_fake_server(
         "ara",
         "xai-from-env",
     )
+
+
+@pytest.mark.asyncio
+async def test_the_seed_gemini_examples_run_against_the_fake_server() -> None:
+    from providers.gemini import GeminiLiveProvider
+    from tests.fakes.gemini_live import FakeGeminiLive
+    from voice.channels import RealtimeVoiceChannel
+    from voice.mock import MockRealtimeTransport
+
+    billing_tools = [
+        {
+            "type": "function",
+            "name": "refund",
+            "description": "Refund an order",
+            "parameters": {"type": "object", "properties": {"order": {"type": "string"}}},
+        }
+    ]
+    async with FakeGeminiLive(api_key="your-gemini-key") as fake:
+        provider = GeminiLiveProvider(
+            api_key="your-gemini-key",
+            model="gemini-2.5-flash-native-audio-preview-12-2025",
+            base_url=fake.base_url,  # (not in the seed: the fake's address)
+        )
+        transport = MockRealtimeTransport()
+        channel = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            voice="Aoede",
+            provider_config={
+                # VAD sensitivity
+                "start_of_speech_sensitivity": "HIGH",  # LOW, MEDIUM, HIGH
+                "end_of_speech_sensitivity": "MEDIUM",
+                "silence_duration_ms": 500,
+                # Proactive audio (AI speaks without prompt)
+                "proactive_audio": True,
+                # Affective dialog (emotional responses)
+                "enable_affective_dialog": True,
+                # Extended thinking
+                "thinking_budget": 1024,
+                # Generation parameters
+                "top_p": 0.8,
+                "top_k": 40,
+                "max_output_tokens": 2048,
+                # Non-interruptible mode
+                "activity_handling": "NO_INTERRUPTION",
+                # Language
+                "language_code": "en-US",
+            },
+        )
+        room_id, participant_id = "room-1", "user-1"
+
+        # Start with general assistant
+        session = await channel.start_session(room_id, participant_id)
+        await fake.user_speaks("I have a billing question")
+        await fake.wait_idle()
+        await channel.settle(session)
+        handle = fake.issued_handles[-1]
+
+        # Hand off to specialist — context is preserved
+        await channel.reconfigure_session(
+            session.id,
+            system_prompt="You are a billing specialist.",
+            voice="Kore",
+            tools=billing_tools,
+        )
+        resumed = fake.setups[1]
+        conversation = fake.conversation
+        await channel.close()
+
+    first = fake.setups[0]
+    assert first["generationConfig"]["speechConfig"]["voiceConfig"] == {
+        "prebuiltVoiceConfig": {"voiceName": "Aoede"}
+    }
+    detection = first["realtimeInputConfig"]["automaticActivityDetection"]
+    assert detection["startOfSpeechSensitivity"] == "START_SENSITIVITY_HIGH"
+    assert "endOfSpeechSensitivity" not in detection  # MEDIUM: Gemini has no such level
+    assert first["realtimeInputConfig"]["activityHandling"] == "NO_INTERRUPTION"
+    assert resumed["sessionResumption"] == {"handle": handle}
+    assert resumed["systemInstruction"] == {"parts": [{"text": "You are a billing specialist."}]}
+    assert resumed["proactivity"] == {"proactiveAudio": True}
+    # The specialist's session holds the conversation so far.
+    assert conversation[0]["parts"][0]["text"] == "I have a billing question"
+
+
+@pytest.mark.asyncio
+async def test_the_seed_elevenlabs_examples_run_against_the_fake_server() -> None:
+    from providers.elevenlabs import ElevenLabsRealtimeProvider
+    from providers.elevenlabs.config import ElevenLabsRealtimeConfig
+    from tests.fakes.elevenlabs_convai import FakeElevenLabs
+    from voice.channels import RealtimeVoiceChannel
+    from voice.mock import MockRealtimeTransport
+
+    async with (
+        FakeElevenLabs(api_key="xi-...", agent_id="agent_abc123") as fake,
+        FakeElevenLabs(api_key="xi-...", agent_id="agent_abc123", requires_auth=True) as private,
+    ):
+        config = ElevenLabsRealtimeConfig(
+            api_key="xi-...",
+            agent_id="agent_abc123",  # From ElevenLabs dashboard
+            base_url=fake.ws_base_url,  # (not in the seed: the fake's address)
+        )
+        provider = ElevenLabsRealtimeProvider(config)
+        transport = MockRealtimeTransport()
+
+        async def handle_tool(name: str, arguments: dict) -> str:  # type: ignore[type-arg]
+            if name == "check_order":
+                return json.dumps({"status": "shipped", "eta": "Tomorrow"})
+            return json.dumps({"error": f"Unknown tool: {name}"})
+
+        channel = RealtimeVoiceChannel(
+            "voice",
+            provider=provider,
+            transport=transport,
+            system_prompt="You are a helpful assistant.",  # Override agent prompt
+            voice="voice-id-from-elevenlabs",  # Override agent voice
+            temperature=0.7,  # Override LLM temperature
+            tool_handler=handle_tool,
+        )
+
+        # Provider-specific overrides via session metadata
+        session = await channel.start_session(
+            room_id="room-1",
+            participant_id="user-1",
+            metadata={
+                "provider_config": {
+                    "language": "fr",  # Language code
+                    "first_message": "Bonjour!",  # Agent's opening message
+                    "dynamic_variables": {  # Template variables for the prompt
+                        "user_name": "Alice",
+                        "account_id": "12345",
+                    },
+                },
+            },
+        )
+        fake.next_tool_call = ("check_order", {"order_id": "A1"})
+        await fake.user_speaks("where is my order")
+        await fake.wait_for("client_tool_result")
+        await channel.settle(session)
+
+        # Signed URL (client-facing deployments)
+        signed = ElevenLabsRealtimeConfig(
+            api_key="xi-...",
+            agent_id="agent_abc123",
+            requires_auth=True,  # Fetches signed URL
+            base_url=private.ws_base_url,
+        )
+        private_channel = RealtimeVoiceChannel(
+            "voice", provider=ElevenLabsRealtimeProvider(signed), transport=transport
+        )
+        await private_channel.start_session("room-1", "user-2")
+        initiation = fake.initiation
+        for open_channel in (channel, private_channel):
+            await open_channel.close()
+
+    assert initiation is not None
+    override = initiation["conversation_config_override"]
+    assert override["agent"]["first_message"] == "Bonjour!"
+    assert override["agent"]["language"] == "fr"
+    assert override["tts"] == {"voice_id": "voice-id-from-elevenlabs"}
+    assert initiation["dynamic_variables"] == {"user_name": "Alice", "account_id": "12345"}
+    assert json.loads(fake.tool_results[0]["result"]) == {"status": "shipped", "eta": "Tomorrow"}
+    assert "conversation_signature=" in private.request_paths[0]
