@@ -149,13 +149,24 @@ else:
 REDIS_URL = env_url("REDIS_URL", schemes=frozenset({"redis", "rediss", "unix"}))
 CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "roomvoice")
 CHANNELS_CAPACITY = env_int("CHANNELS_CAPACITY", 100, minimum=1)
+CHANNELS_SOCKET_TIMEOUT = env_float("CHANNELS_SOCKET_TIMEOUT", 30.0, minimum=10.0)
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # The layer's receive blocks on BZPOPMIN for up to 5 s; redis-py's default
+                # socket_timeout is also 5 s, which cut those reads ("Timeout reading from")
+                # and broke every consumer idle for 5 s (django/channels_redis#422). The read
+                # timeout must be longer than the blocking pop.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNELS_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
                 "prefix": CHANNELS_PREFIX,
                 "capacity": CHANNELS_CAPACITY,
                 "expiry": 60,

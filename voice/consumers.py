@@ -194,6 +194,21 @@ class VoiceConsumer(_RefusingConsumer):
         )
         self._spawn(self._run_session(plan), name="voice-start")
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Frames from the caller go straight to the link. Channels' own dispatch first runs
+        ``close_old_connections()`` through the sync thread before every handler: one
+        thread round trip per audio frame, which made a server collapse at 25 callers
+        (bench/README.md). Nothing on this path touches the database; every other message
+        (connect, disconnect, channel-layer events) keeps Channels' dispatch."""
+        if message["type"] == "websocket.receive" and self.link is not None:
+            text = message.get("text")
+            if text is not None:
+                self.link.receive(text=text, data=None)
+            else:
+                self.link.receive(text=None, data=message.get("bytes"))
+            return
+        await super().dispatch(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Synchronous from here on: parse, check, enqueue. Never an await.
         if self.link is not None:

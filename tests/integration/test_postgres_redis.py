@@ -169,3 +169,24 @@ def test_concurrent_attaches_of_one_binding_create_it_once(world_a: TenantWorld)
         RoomEvent.objects.filter(room=world_a.room, metadata__event="binding_attached").count()
         == 2  # "caller" from the fixture and "guest" once
     )
+
+
+@pytest.mark.asyncio
+async def test_a_listener_idle_longer_than_the_blocking_pop_still_gets_its_message() -> None:
+    """channels_redis blocks on BZPOPMIN for 5 s per receive; with redis-py's default 5 s
+    read timeout the read was cut ("Timeout reading from …") and every consumer that heard
+    nothing for 5 s died. A message sent after 7 s of silence must arrive."""
+    layer = get_channel_layer()
+    assert layer is not None and type(layer).__name__ == "RedisChannelLayer"
+    channel = await layer.new_channel()
+    loop = asyncio.get_running_loop()
+    sender = loop.call_later(
+        7.0, lambda: asyncio.ensure_future(layer.send(channel, {"type": "late.hello"}))
+    )
+    try:
+        async with asyncio.timeout(15):
+            message = await layer.receive(channel)
+    finally:
+        sender.cancel()
+
+    assert message == {"type": "late.hello"}

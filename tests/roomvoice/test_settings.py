@@ -95,7 +95,14 @@ def test_database_and_redis_urls_switch_to_postgresql_redis_layer_and_broker(
     assert values["db_name"] == "roomvoice"
     assert values["db_host"] == "db.internal"
     assert values["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert values["layer_hosts"] == ["redis://cache.internal:6379/2"]
+    # The read timeout outlasts the layer's 5 s blocking pop (channels_redis#422).
+    assert values["layer_hosts"] == [
+        {
+            "address": "redis://cache.internal:6379/2",
+            "socket_timeout": 30.0,
+            "socket_connect_timeout": 5,
+        }
+    ]
     assert values["eager"] is False
     assert values["broker"] == "redis://cache.internal:6379/2"
 
