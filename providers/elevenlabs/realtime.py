@@ -42,6 +42,7 @@ from websockets.asyncio.client import ClientConnection
 from providers.base import ProviderError, RealtimeVoiceProvider
 from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.elevenlabs.config import ElevenLabsProviderConfig, ElevenLabsRealtimeConfig
+from providers.wire import open_socket
 from voice import g711
 from voice.audio import StreamResampler
 from voice.session import LiveSession
@@ -51,7 +52,6 @@ __all__ = ["ElevenLabsRealtimeConfig", "ElevenLabsRealtimeProvider"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "wss://api.elevenlabs.io"
-CONNECT_TIMEOUT_S = 15.0
 METADATA_TIMEOUT_S = 15.0
 SIGNED_URL_TIMEOUT_S = 10.0
 SIGNED_URL_MAX_BYTES = 64 * 1024
@@ -214,23 +214,7 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
         else:
             url = self._socket_url()
             headers = {"xi-api-key": self._api_key} if self._api_key else {}
-        try:
-            socket = await asyncio.wait_for(
-                websockets.connect(
-                    url, additional_headers=headers, max_size=None, compression=None
-                ),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except websockets.InvalidStatus as error:
-            status = error.response.status_code
-            code = "invalid_api_key" if status in (401, 403) else f"http_{status}"
-            raise ProviderError(
-                code, f"ElevenLabs refused the connection (HTTP {status})", fatal=True
-            ) from None
-        except (OSError, TimeoutError, websockets.WebSocketException) as error:
-            raise ProviderError(
-                "connect_failed", f"cannot reach ElevenLabs: {type(error).__name__}", fatal=True
-            ) from None
+        socket = await open_socket(url, headers=headers, vendor="ElevenLabs")
         conn = _Conn(session=session, socket=socket)
         self._conns[session.id] = conn
         conn.reader = asyncio.create_task(self._read(conn), name=f"elevenlabs-read-{session.id}")

@@ -46,6 +46,7 @@ from websockets.asyncio.client import ClientConnection
 from providers.base import ProviderError, RealtimeVoiceProvider
 from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.gemini.config import GeminiProviderConfig
+from providers.wire import GapAudio, open_socket
 from voice.audio import StreamResampler
 from voice.session import LiveSession
 
@@ -59,7 +60,6 @@ API_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenera
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 INPUT_MIME = f"audio/pcm;rate={INPUT_RATE}"
-CONNECT_TIMEOUT_S = 15.0
 SETUP_TIMEOUT_S = 15.0
 #: Close codes after which a new connection would fail the same way (§2.6): a policy
 #: violation (a bad key, a model the key may not use).
@@ -114,9 +114,7 @@ class _Conn:
     reconnecting: bool = False
     reconnect_task: asyncio.Task[None] | None = None
     go_away_task: asyncio.Task[None] | None = None
-    gap_audio: deque[bytes] = field(default_factory=deque)
-    gap_audio_bytes: int = 0
-    gap_audio_dropped: int = 0
+    gap_audio: GapAudio = field(default_factory=lambda: GapAudio(0))
     reconnects: int = 0
 
 
@@ -191,6 +189,7 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
             session=session,
             settings=_Settings(system_prompt, voice, tools, temperature, config),
             manual_turns=config.get("automatic_activity_detection") is False,
+            gap_audio=GapAudio(int(self.gap_audio_max_s * INPUT_RATE * 2)),
         )
         if input_sample_rate != INPUT_RATE:
             conn.resample_in = StreamResampler(input_sample_rate, INPUT_RATE)
@@ -206,26 +205,9 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
 
     async def _open(self, conn: _Conn, *, handle: str) -> None:
         """Connect, send ``setup`` (resuming ``handle`` when given), wait for setupComplete."""
-        try:
-            socket = await asyncio.wait_for(
-                websockets.connect(
-                    self._url(),
-                    additional_headers={"x-goog-api-key": self._api_key},
-                    max_size=None,
-                    compression=None,
-                ),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except websockets.InvalidStatus as error:
-            status = error.response.status_code
-            code = "invalid_api_key" if status in (400, 401, 403) else f"http_{status}"
-            raise ProviderError(
-                code, f"Gemini refused the connection (HTTP {status})", fatal=True
-            ) from None
-        except (OSError, TimeoutError, websockets.WebSocketException) as error:
-            raise ProviderError(
-                "connect_failed", f"cannot reach Gemini Live: {type(error).__name__}", fatal=True
-            ) from None
+        socket = await open_socket(
+            self._url(), headers={"x-goog-api-key": self._api_key}, vendor="Gemini Live"
+        )
         conn.socket = socket
         conn.ready = asyncio.Event()
         conn.setup_error = None
@@ -322,7 +304,7 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
         if not pcm:
             return
         if conn.reconnecting:
-            self._keep_gap_audio(conn, pcm)
+            conn.gap_audio.push(pcm)
             return
         socket = conn.socket
         if socket is None:
@@ -341,17 +323,8 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
             )
         except websockets.ConnectionClosed:
             if conn.live and not conn.closing:
-                self._keep_gap_audio(conn, pcm)
+                conn.gap_audio.push(pcm)
                 self._start_reconnect(conn, "connection_lost")
-
-    def _keep_gap_audio(self, conn: _Conn, pcm: bytes) -> None:
-        conn.gap_audio.append(pcm)
-        conn.gap_audio_bytes += len(pcm)
-        limit = self.gap_audio_max_s * INPUT_RATE * 2
-        while conn.gap_audio_bytes > limit and conn.gap_audio:
-            dropped = conn.gap_audio.popleft()
-            conn.gap_audio_bytes -= len(dropped)
-            conn.gap_audio_dropped += len(dropped)
 
     async def end_turn(self, session: LiveSession) -> None:
         conn = self._conns.get(session.id)
@@ -721,8 +694,7 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
             return
         conn.reconnects += 1
         gap_ms = round((time.monotonic() - started) * 1000)
-        dropped_ms = round(conn.gap_audio_dropped / (INPUT_RATE * 2) * 1000)
-        conn.gap_audio_dropped = 0
+        dropped_ms = round(conn.gap_audio.take_dropped() / (INPUT_RATE * 2) * 1000)
         logger.info(
             "Gemini session %s (%s) after %d ms, %d attempt(s)",
             "resumed" if resumed else "restored from text",
@@ -750,9 +722,7 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
             await self._send(conn, {"clientContent": {"turns": turns, "turnComplete": False}})
 
     async def _replay_gap_audio(self, conn: _Conn) -> None:
-        while conn.gap_audio:
-            pcm = conn.gap_audio.popleft()
-            conn.gap_audio_bytes -= len(pcm)
+        for pcm in conn.gap_audio.drain():
             data = base64.b64encode(pcm).decode("ascii")
             await self._send(
                 conn, {"realtimeInput": {"audio": {"mimeType": INPUT_MIME, "data": data}}}

@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from providers.base import ProviderError, RealtimeVoiceProvider
+from providers.wire import GapAudio, open_socket
 from voice import g711
 from voice.audio import StreamResampler
 from voice.session import LiveSession
@@ -42,7 +43,6 @@ __all__ = ["AudioFormat", "RealtimeWireProvider", "SessionSettings", "WireConn"]
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 15.0
 SESSION_READY_TIMEOUT_S = 15.0
 
 #: Error codes that are part of normal operation: a race between the client and the server
@@ -151,9 +151,7 @@ class WireConn:
     reconnect_task: asyncio.Task[None] | None = None
     limit_timer: asyncio.Task[None] | None = None
     opened_at: float = 0.0
-    gap_audio: deque[bytes] = field(default_factory=deque)
-    gap_audio_bytes: int = 0
-    gap_audio_dropped: int = 0
+    gap_audio: GapAudio = field(default_factory=lambda: GapAudio(0))
     gap_items: list[_HistoryEntry] = field(default_factory=list)
     history: OrderedDict[str, _HistoryEntry] = field(default_factory=OrderedDict)
     history_chars: int = 0
@@ -248,6 +246,7 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             ),
             audio_in=audio_in,
             audio_out=audio_out,
+            gap_audio=GapAudio(int(self.gap_audio_max_s * 1000 * audio_in.bytes_per_ms())),
         )
         if input_sample_rate != audio_in.rate:
             conn.resample_in = StreamResampler(input_sample_rate, audio_in.rate)
@@ -266,33 +265,11 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
 
     async def _open(self, conn: WireConn) -> None:
         """Open a socket, configure the vendor session, wait for its confirmation."""
-        try:
-            socket = await asyncio.wait_for(
-                websockets.connect(
-                    self._url(),
-                    additional_headers={"Authorization": f"Bearer {self._api_key}"},
-                    max_size=None,
-                    compression=None,
-                ),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except websockets.InvalidStatus as error:
-            status = error.response.status_code
-            body = bytes(error.response.body or b"")[:2000].decode("utf-8", "replace")
-            # xAI answers a wrong key with 400 and "Incorrect API key provided" (a key is never
-            # echoed whole: vendors mask it, and only the status and reason are logged).
-            bad_key = status in (401, 403) or (status == 400 and "api key" in body.lower())
-            code = "invalid_api_key" if bad_key else f"http_{status}"
-            reason = "the API key was refused" if bad_key else f"HTTP {status}"
-            raise ProviderError(
-                code, f"{self.vendor_label} refused the connection ({reason})", fatal=True
-            ) from None
-        except (OSError, TimeoutError, websockets.WebSocketException) as error:
-            raise ProviderError(
-                "connect_failed",
-                f"cannot reach {self.vendor_label}: {type(error).__name__}",
-                fatal=True,
-            ) from None
+        socket = await open_socket(
+            self._url(),
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            vendor=self.vendor_label,
+        )
         conn.socket = socket
         conn.ready = asyncio.Event()
         conn.setup_error = None
@@ -354,7 +331,7 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             return
         data = conn.audio_in.encode(pcm)
         if conn.reconnecting:
-            self._keep_gap_audio(conn, data)
+            conn.gap_audio.push(data)
             return
         socket = conn.socket
         if socket is None:
@@ -366,18 +343,8 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             await socket.send('{"type":"input_audio_buffer.append","audio":"' + encoded + '"}')
         except websockets.ConnectionClosed:
             if conn.live and not conn.closing:  # kept for the new session
-                self._keep_gap_audio(conn, data)
+                conn.gap_audio.push(data)
                 self._start_reconnect(conn, "connection_lost")
-
-    def _keep_gap_audio(self, conn: WireConn, data: bytes) -> None:
-        """Bounded buffer while reconnecting; overflow drops the oldest audio."""
-        conn.gap_audio.append(data)
-        conn.gap_audio_bytes += len(data)
-        limit = self.gap_audio_max_s * 1000 * conn.audio_in.bytes_per_ms()
-        while conn.gap_audio_bytes > limit and conn.gap_audio:
-            dropped = conn.gap_audio.popleft()
-            conn.gap_audio_bytes -= len(dropped)
-            conn.gap_audio_dropped += len(dropped)
 
     async def _create_response(self, conn: WireConn) -> None:
         """One response in flight at a time: a second request waits for the first's end."""
@@ -907,8 +874,7 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             return
         conn.reconnects += 1
         gap_ms = round((time.monotonic() - started) * 1000)
-        dropped_ms = round(conn.gap_audio_dropped / conn.audio_in.bytes_per_ms())
-        conn.gap_audio_dropped = 0
+        dropped_ms = round(conn.gap_audio.take_dropped() / conn.audio_in.bytes_per_ms())
         self._arm_limit_timer(conn)
         logger.info(
             "%s session restored (%s) after %d ms, %d attempt(s)",
@@ -934,9 +900,7 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
         """The new session gets the conversation, then the caller's audio of the gap."""
         for event in self._restore_events(conn):
             await self._send(conn, event)
-        while conn.gap_audio:
-            data = conn.gap_audio.popleft()
-            conn.gap_audio_bytes -= len(data)
+        for data in conn.gap_audio.drain():
             for start in range(0, len(data), 32 * 1024):
                 chunk = base64.b64encode(data[start : start + 32 * 1024]).decode("ascii")
                 await self._send(conn, {"type": "input_audio_buffer.append", "audio": chunk})
