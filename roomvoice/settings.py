@@ -249,6 +249,12 @@ ROOMVOICE_ENCRYPTION_KEYS = _encryption_keys or [
 # Python callables a tenant's Tool may name: exact dotted paths, or module prefixes ending
 # in "." ("myapp.tools."). Empty: only webhook tools can be defined.
 ROOMVOICE_TOOL_HANDLER_ALLOWLIST = env_list("ROOMVOICE_TOOL_HANDLER_ALLOWLIST", [])
+# Webhook tools (voice/tools/webhook.py): private, loopback and link-local targets (and plain
+# http) are refused unless this is on, e.g. for local development; the response body limit.
+ROOMVOICE_TOOL_WEBHOOK_ALLOW_PRIVATE = env_bool("ROOMVOICE_TOOL_WEBHOOK_ALLOW_PRIVATE", False)
+ROOMVOICE_TOOL_WEBHOOK_MAX_BYTES = env_int(
+    "ROOMVOICE_TOOL_WEBHOOK_MAX_BYTES", 256 * 1024, minimum=1, maximum=64 * 1024 * 1024
+)
 # A dotted path to ``async def authenticate(connection) -> dict | None``: admits voice
 # callers who have neither a login nor a room token (docs/protocol.md).
 ROOMVOICE_VOICE_AUTHENTICATE = env_str("ROOMVOICE_VOICE_AUTHENTICATE", "")
@@ -298,6 +304,8 @@ LOGGING: dict[str, Any] = {
         # Request lines carry query strings; keep them at WARNING unless asked.
         "django.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # httpx logs every request URL at INFO; webhook URLs may carry tokens in the path.
+        "httpx": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
     },
 }
