@@ -1374,7 +1374,13 @@ class RealtimeVoiceChannel:
         if runtime is None or runtime.ending or not isinstance(handle, str):
             return
         session.resumption_handle = handle
-        self._spawn(runtime, self.store.resumption_handle(session, handle))
+        self._spawn(runtime, self._persist_handle(session, handle))
+
+    async def _persist_handle(self, session: LiveSession, handle: str) -> None:
+        try:
+            await self.store.resumption_handle(session, handle)
+        except Exception:
+            logger.exception("could not store the session's resumption handle")
 
     async def _on_client_disconnected(self, session: LiveSession) -> None:
         await self.end_session(session, reason="client_hangup")
