@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from rooms import services as room_services
 from rooms.models import ChannelBinding, EventKind, EventRole, EventStatus, Room, Tenant
@@ -184,22 +185,24 @@ class DjangoStore(SessionStore):
             session = VoiceSession.objects.filter(pk=session_id).first()
             channel_id = session.channel_id if session else ""
             appends: list[room_services.NewRoomEvent] = []
-            for record in batch:  # in order: a correction applies to what came before it
-                if not isinstance(record, StoredCorrection):
-                    appends.append(_timeline_event(record, session, channel_id))
-                    continue
+            # All or nothing: a failed batch is retried whole, so none of it may stay written.
+            with transaction.atomic():
+                for record in batch:  # in order: a correction applies to what came before it
+                    if not isinstance(record, StoredCorrection):
+                        appends.append(_timeline_event(record, session, channel_id))
+                        continue
+                    room_services.room_events_append(tenant=self.tenant, room=room, events=appends)
+                    appends = []
+                    if session is not None:
+                        room_services.room_event_correct(
+                            tenant=self.tenant,
+                            room=room,
+                            session=session,
+                            role=record.role,
+                            original=record.original,
+                            corrected=record.corrected,
+                        )
                 room_services.room_events_append(tenant=self.tenant, room=room, events=appends)
-                appends = []
-                if session is not None:
-                    room_services.room_event_correct(
-                        tenant=self.tenant,
-                        room=room,
-                        session=session,
-                        role=record.role,
-                        original=record.original,
-                        corrected=record.corrected,
-                    )
-            room_services.room_events_append(tenant=self.tenant, room=room, events=appends)
 
         await database_sync_to_async(write)()
 
