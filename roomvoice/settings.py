@@ -149,7 +149,6 @@ else:
 REDIS_URL = env_url("REDIS_URL", schemes=frozenset({"redis", "rediss", "unix"}))
 CHANNELS_PREFIX = env_str("CHANNELS_PREFIX", "roomvoice")
 CHANNELS_CAPACITY = env_int("CHANNELS_CAPACITY", 100, minimum=1)
-CHANNELS_SOCKET_TIMEOUT = env_float("CHANNELS_SOCKET_TIMEOUT", 30.0, minimum=10.0)
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -158,12 +157,15 @@ if REDIS_URL:
             "CONFIG": {
                 # The layer's receive blocks on BZPOPMIN for up to 5 s; redis-py's default
                 # socket_timeout is also 5 s, which cut those reads ("Timeout reading from")
-                # and broke every consumer idle for 5 s (django/channels_redis#422). The read
-                # timeout must be longer than the blocking pop.
+                # and broke every consumer idle for 5 s (django/channels_redis#422). Any
+                # socket_timeout also left the layer's per-loop state broken across event
+                # loops in the tests' consumers, so reads have none: TCP keepalive finds a
+                # dead server instead, and connecting still times out.
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        "socket_timeout": CHANNELS_SOCKET_TIMEOUT,
+                        "socket_timeout": None,
+                        "socket_keepalive": True,
                         "socket_connect_timeout": 5,
                     }
                 ],

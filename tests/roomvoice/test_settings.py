@@ -99,7 +99,8 @@ def test_database_and_redis_urls_switch_to_postgresql_redis_layer_and_broker(
     assert values["layer_hosts"] == [
         {
             "address": "redis://cache.internal:6379/2",
-            "socket_timeout": 30.0,
+            "socket_timeout": None,
+            "socket_keepalive": True,
             "socket_connect_timeout": 5,
         }
     ]
