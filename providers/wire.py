@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from providers.base import ProviderError
+from providers.config import ProviderConfig, ProviderConfigError, config_to_dict, validate_config
 
-__all__ = ["GapAudio", "open_socket"]
+__all__ = ["GapAudio", "checked_config", "open_socket"]
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -46,6 +48,17 @@ async def open_socket(
         raise ProviderError(
             "connect_failed", f"cannot reach {vendor}: {type(error).__name__}", fatal=True
         ) from None
+
+
+def checked_config(
+    schema: type[ProviderConfig], provider_config: Any, *, fatal: bool
+) -> dict[str, Any]:
+    """``provider_config`` validated against the vendor's schema, as the keys set; an
+    invalid one is a ProviderError ``invalid_config`` naming every bad field."""
+    try:
+        return config_to_dict(validate_config(schema, provider_config))
+    except ProviderConfigError as error:
+        raise ProviderError("invalid_config", str(error), fatal=fatal) from None
 
 
 class GapAudio:

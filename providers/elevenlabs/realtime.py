@@ -40,9 +40,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from providers.base import ProviderError, RealtimeVoiceProvider
-from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.elevenlabs.config import ElevenLabsProviderConfig, ElevenLabsRealtimeConfig
-from providers.wire import open_socket
+from providers.wire import checked_config, open_socket
 from voice import g711
 from voice.audio import StreamResampler
 from voice.session import LiveSession
@@ -95,7 +94,6 @@ class _Conn:
     responding: bool = False
     response_text_seen: bool = False
     idle_timer: asyncio.TimerHandle | None = None
-    last_agent_text: str = ""
     error: tuple[str, str] | None = None  # the server's error event before it closed
 
 
@@ -197,12 +195,7 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
         server_vad: bool = True,
         provider_config: dict[str, Any] | None = None,
     ) -> None:
-        try:
-            config = config_to_dict(
-                validate_config(ElevenLabsProviderConfig, provider_config or {})
-            )
-        except ProviderConfigError as error:
-            raise ProviderError("invalid_config", str(error), fatal=True) from None
+        config = checked_config(ElevenLabsProviderConfig, provider_config or {}, fatal=True)
         if tools:
             logger.warning(
                 "ElevenLabs agents define their tools on the dashboard: the channel's %d "
@@ -423,7 +416,6 @@ class ElevenLabsRealtimeProvider(RealtimeVoiceProvider):
         elif kind == "agent_response":
             event = message.get("agent_response_event") or {}
             text = str(event.get("agent_response", ""))
-            conn.last_agent_text = text
             conn.response_text_seen = True
             await self._fire("transcription", session, text, "assistant", True)
             self._arm_idle(conn)

@@ -44,9 +44,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from providers.base import ProviderError, RealtimeVoiceProvider
-from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.gemini.config import GeminiProviderConfig
-from providers.wire import GapAudio, open_socket
+from providers.wire import GapAudio, checked_config, open_socket
 from voice.audio import StreamResampler
 from voice.session import LiveSession
 
@@ -100,7 +99,6 @@ class _Conn:
     resample_in: StreamResampler | None = None
     resample_out: StreamResampler | None = None
     handle: str = ""  # the newest resumable handle
-    resumable: bool = False
     # A model turn is in progress (audio or text coming).
     responding: bool = False
     user_text: str = ""  # the caller's turn so far (input transcription pieces)
@@ -115,7 +113,6 @@ class _Conn:
     reconnect_task: asyncio.Task[None] | None = None
     go_away_task: asyncio.Task[None] | None = None
     gap_audio: GapAudio = field(default_factory=lambda: GapAudio(0))
-    reconnects: int = 0
 
 
 class GeminiLiveProvider(RealtimeVoiceProvider):
@@ -166,10 +163,7 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
 
     @staticmethod
     def _validate(provider_config: dict[str, Any], *, fatal: bool) -> dict[str, Any]:
-        try:
-            return config_to_dict(validate_config(GeminiProviderConfig, provider_config))
-        except ProviderConfigError as error:
-            raise ProviderError("invalid_config", str(error), fatal=fatal) from None
+        return checked_config(GeminiProviderConfig, provider_config, fatal=fatal)
 
     async def connect(
         self,
@@ -509,9 +503,8 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
                 await self._fire("tool_cancel", session, ids)
         update = message.get("sessionResumptionUpdate")
         if isinstance(update, dict):
-            conn.resumable = bool(update.get("resumable"))
             handle = update.get("newHandle")
-            if conn.resumable and handle:
+            if update.get("resumable") and handle:
                 conn.handle = str(handle)
                 await self._fire("resumption", session, conn.handle)
         usage = message.get("usageMetadata")
@@ -692,7 +685,6 @@ class GeminiLiveProvider(RealtimeVoiceProvider):
         if socket is None or socket.close_code is not None:
             self._start_reconnect(conn, "connection_lost")
             return
-        conn.reconnects += 1
         gap_ms = round((time.monotonic() - started) * 1000)
         dropped_ms = round(conn.gap_audio.take_dropped() / (INPUT_RATE * 2) * 1000)
         logger.info(

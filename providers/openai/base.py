@@ -34,7 +34,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from providers.base import ProviderError, RealtimeVoiceProvider
-from providers.wire import GapAudio, open_socket
+from providers.config import ProviderConfig
+from providers.wire import GapAudio, checked_config, open_socket
 from voice import g711
 from voice.audio import StreamResampler
 from voice.session import LiveSession
@@ -156,7 +157,6 @@ class WireConn:
     history: OrderedDict[str, _HistoryEntry] = field(default_factory=OrderedDict)
     history_chars: int = 0
     speaking: bool = False  # the caller is mid-utterance (server VAD)
-    reconnects: int = 0
     # Tool calls still running when the session was replaced: the new session learns of
     # the call together with its result.
     unrestored_calls: dict[str, _HistoryEntry] = field(default_factory=dict)
@@ -167,6 +167,8 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
 
     #: Shown in messages ("OpenAI refused the session").
     vendor_label: ClassVar[str] = "the provider"
+    #: The vendor's ``provider_config`` schema (vendor hook).
+    config_schema: ClassVar[type[ProviderConfig]]
     #: Error codes after which the session cannot go on (auth, billing, a missing model).
     fatal_error_codes: ClassVar[frozenset[str]] = frozenset()
     #: The vendor's maximum session length, and how long before it a quiet moment is used
@@ -201,7 +203,7 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
 
     def _validate_config(self, provider_config: dict[str, Any], *, fatal: bool) -> dict[str, Any]:
         """The provider_config normalised to the keys set; ProviderError when invalid."""
-        raise NotImplementedError
+        return checked_config(self.config_schema, provider_config, fatal=fatal)
 
     def _audio_formats(self, input_rate: int, output_rate: int) -> tuple[AudioFormat, AudioFormat]:
         raise NotImplementedError
@@ -872,7 +874,6 @@ class RealtimeWireProvider(RealtimeVoiceProvider):
             conn.reconnecting = False
             self._start_reconnect(conn, "connection_lost")
             return
-        conn.reconnects += 1
         gap_ms = round((time.monotonic() - started) * 1000)
         dropped_ms = round(conn.gap_audio.take_dropped() / conn.audio_in.bytes_per_ms())
         self._arm_limit_timer(conn)

@@ -16,8 +16,6 @@ import os
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from providers.base import ProviderError
-from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.openai.base import AudioFormat, RealtimeWireProvider, SessionSettings, WireConn
 from providers.openai.config import OpenAIProviderConfig
 
@@ -35,6 +33,7 @@ class OpenAIRealtimeProvider(RealtimeWireProvider):
 
     name = "openai"
     vendor_label = "OpenAI"
+    config_schema = OpenAIProviderConfig
     fatal_error_codes: ClassVar[frozenset[str]] = frozenset(
         {
             "invalid_api_key",
@@ -61,12 +60,6 @@ class OpenAIRealtimeProvider(RealtimeWireProvider):
 
     def _url(self) -> str:
         return f"{self.base_url}/realtime?{urlencode({'model': self.model})}"
-
-    def _validate_config(self, provider_config: dict[str, Any], *, fatal: bool) -> dict[str, Any]:
-        try:
-            return config_to_dict(validate_config(OpenAIProviderConfig, provider_config))
-        except ProviderConfigError as error:
-            raise ProviderError("invalid_config", str(error), fatal=fatal) from None
 
     def manual_turns(self, provider_config: dict[str, Any] | None) -> bool:
         config = provider_config or {}

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from providers.base import ProviderError
-from providers.config import ProviderConfigError, config_to_dict, validate_config
 from providers.openai.base import AudioFormat, RealtimeWireProvider, SessionSettings, WireConn
 from providers.xai.config import (
     DEFAULT_MODEL,
@@ -62,6 +61,7 @@ class XAIRealtimeProvider(RealtimeWireProvider):
 
     name = "xai"
     vendor_label = "xAI"
+    config_schema = XAIProviderConfig
     fatal_error_codes: ClassVar[frozenset[str]] = frozenset(
         {
             "invalid_api_key",
@@ -97,12 +97,6 @@ class XAIRealtimeProvider(RealtimeWireProvider):
 
     def _url(self) -> str:
         return f"{self.base_url}/realtime?{urlencode({'model': self.model})}"
-
-    def _validate_config(self, provider_config: dict[str, Any], *, fatal: bool) -> dict[str, Any]:
-        try:
-            return config_to_dict(validate_config(XAIProviderConfig, provider_config))
-        except ProviderConfigError as error:
-            raise ProviderError("invalid_config", str(error), fatal=fatal) from None
 
     def manual_turns(self, provider_config: dict[str, Any] | None) -> bool:
         config = provider_config or {}
