@@ -1,12 +1,43 @@
+"""The voice admin: agents and tools (edited by tenant owners), and the read-only history of
+voice sessions and their tool calls.
+
+A tool's webhook signing secret is write-only here: typed into a password field, stored
+encrypted by ``voice.services``, shown afterwards only as its masked hint. "Test this tool"
+(``<tool pk>/test/``) runs a tool once with arguments typed in the admin, exactly as a
+session would, and shows what the model would receive.
+"""
+
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlencode
 
+from asgiref.sync import async_to_sync
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from rooms.admin_base import ReadOnlyAdmin, TenantScopedAdmin
-from voice.models import Agent, Tool, ToolCall, VoiceSession
+from roomvoice.lib.secrets import SecretDecryptionError
+from voice import services
+from voice.models import (
+    DEFAULT_TOOL_RESULT_MAX_LENGTH,
+    Agent,
+    Tool,
+    ToolCall,
+    ToolHandlerKind,
+    VoiceSession,
+)
+from voice.tools.runner import ToolSpec, TrialOutcome, try_tool
 
 
 class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -67,24 +98,304 @@ class AgentAdmin(TenantScopedAdmin):
     ]
 
 
+# --- Tools ----------------------------------------------------------------------------------
+
+# What Tool.clean() sees as the stored secret while the form validates: the form checks the
+# secret itself (on its own field, and counting one typed in this form, which only the service
+# stores on save), so the model's "a webhook needs a secret" check must not fire a second time
+# on "handler". Never saved: the form puts the stored value back right after validation.
+_CHECKED_BY_THE_FORM = "(checked by the admin form)"
+
+TOOL_MODEL_FIELDS = (
+    "tenant",
+    "name",
+    "description",
+    "parameters",
+    "handler_kind",
+    "handler",
+    "execution",
+    "timeout_seconds",
+    "on_barge_in",
+    "progress_message",
+    "progress_delay_seconds",
+    "sample_arguments",
+    "enabled",
+)
+
+
+class ToolForm(forms.ModelForm):  # type: ignore[type-arg]
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        required=False,
+        strip=True,
+        help_text="The signing key for webhooks (HMAC of each request). Stored encrypted; "
+        "never shown again. Leave blank to keep the current one.",
+    )
+
+    class Meta:
+        model = Tool
+        fields = list(TOOL_MODEL_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.has_stored_secret = bool(self.instance.encrypted_secret)
+
+    def clean_secret(self) -> str:
+        secret: str = self.cleaned_data.get("secret", "")
+        if not secret:
+            return ""
+        # The service's own checks (length, whitespace), as a form error, not a 500.
+        try:
+            return services.tool_clean_secret(secret)
+        except ValidationError as error:
+            raise forms.ValidationError(error.message_dict["secret"]) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if (
+            cleaned.get("handler_kind") == ToolHandlerKind.WEBHOOK
+            and "secret" not in self.errors
+            and not cleaned.get("secret")
+            and not self.has_stored_secret
+        ):
+            self.add_error(
+                "secret",
+                "A webhook tool needs a signing secret: the webhook uses it to check that "
+                "requests come from this server.",
+            )
+        return cleaned
+
+    def full_clean(self) -> None:
+        stored = self.instance.encrypted_secret
+        if not stored:
+            self.instance.encrypted_secret = _CHECKED_BY_THE_FORM
+        try:
+            super().full_clean()
+        finally:
+            self.instance.encrypted_secret = stored
+
+
+class ToolTrialForm(forms.Form):
+    """The arguments for one run of a tool, checked against the tool's parameters."""
+
+    arguments = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "class": "vLargeTextField"}),
+        required=False,
+        strip=True,
+        help_text="A JSON object, checked against the tool's parameters.",
+    )
+
+    def __init__(self, *args: Any, tool: Tool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tool = tool
+
+    def clean_arguments(self) -> dict[str, Any]:
+        text: str = self.cleaned_data.get("arguments", "") or "{}"
+        try:
+            arguments = json.loads(text)
+        except ValueError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        if not isinstance(arguments, dict):
+            raise forms.ValidationError('The arguments must be a JSON object, e.g. {"city": "x"}.')
+        schema = self.tool.parameters or {"type": "object", "properties": {}}
+        try:
+            validator = Draft202012Validator(schema)
+            errors = sorted(
+                validator.iter_errors(arguments), key=lambda error: list(map(str, error.path))
+            )
+        except SchemaError:
+            raise forms.ValidationError(
+                "The tool's parameters are not a valid JSON Schema: fix the tool first."
+            ) from None
+        if errors:
+            raise forms.ValidationError(
+                [
+                    "/".join(str(part) for part in error.absolute_path or ["(top level)"])
+                    + f": {error.message}"
+                    for error in errors
+                ]
+            )
+        return arguments
+
+
 @admin.register(Tool)
 class ToolAdmin(TenantScopedAdmin):
-    list_display = ["name", "tenant", "handler_kind", "execution", "timeout_seconds", "enabled"]
+    form = ToolForm
+    change_form_template = "admin/voice/tool/change_form.html"
+    list_display = [
+        "name",
+        "tenant",
+        "handler_kind",
+        "execution",
+        "timeout_seconds",
+        "enabled",
+        "calls",
+    ]
     list_filter = ["handler_kind", "execution", "enabled", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name", "description"]
+    readonly_fields = ["secret_hint"]
+    actions = ["test_selected_tool"]
+    fieldsets = [
+        ("Definition", {"fields": ["tenant", "name", "description", "parameters"]}),
+        ("Handler", {"fields": ["handler_kind", "handler", "secret", "secret_hint"]}),
+        (
+            "Execution",
+            {
+                "fields": [
+                    "execution",
+                    "timeout_seconds",
+                    "on_barge_in",
+                    "progress_message",
+                    "progress_delay_seconds",
+                ]
+            },
+        ),
+        ("Testing", {"fields": ["sample_arguments"]}),
+        (None, {"fields": ["enabled"]}),
+    ]
+
+    @admin.display(description="calls")
+    def calls(self, obj: Tool) -> str:
+        url = reverse("admin:voice_toolcall_changelist")
+        return format_html(
+            '<a href="{}?{}">calls</a>', url, urlencode({"tool__id__exact": str(obj.pk)})
+        )
+
+    def save_model(self, request: HttpRequest, obj: Tool, form: Any, change: bool) -> None:
+        # Through the service, which encrypts the secret: the plaintext never reaches the
+        # instance, the admin's log or any message.
+        secret: str = form.cleaned_data.get("secret", "")
+        values = {
+            name: form.cleaned_data[name]
+            for name in TOOL_MODEL_FIELDS
+            if name in form.cleaned_data and name not in ("tenant", "name", "handler")
+        }
+        if not change:
+            created = services.tool_create(
+                tenant=obj.tenant, name=obj.name, handler=obj.handler, secret=secret, **values
+            )
+            obj.__dict__.update({k: v for k, v in created.__dict__.items() if k != "_state"})
+            obj._state.adding = False
+            obj._state.db = created._state.db
+            return
+        services.tool_update(
+            tenant=obj.tenant,
+            tool=obj,
+            secret=secret,
+            name=obj.name,
+            handler=obj.handler,
+            **values,
+        )
+
+    # --- "Test this tool" ---------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        return [
+            path(
+                "<path:object_id>/test/",
+                self.admin_site.admin_view(self.trial_view),
+                name="{}_{}_test".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Test the selected tool", permissions=["change"])
+    def test_selected_tool(
+        self, request: HttpRequest, queryset: QuerySet[Tool]
+    ) -> HttpResponse | None:
+        selected = list(queryset.values_list("pk", flat=True)[:2])
+        if len(selected) != 1:
+            self.message_user(request, "Select exactly one tool to test.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:voice_tool_test", args=[selected[0]]))
+
+    def trial_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        # Through the tenant-scoped queryset: another tenant's tool does not exist here.
+        tool = self.get_object(request, unquote(object_id))
+        if tool is None:
+            raise Http404("No such tool.")
+        # Running a tool has side effects (a webhook, a handler that writes): the same
+        # permission as editing it.
+        if not self.has_change_permission(request, tool):
+            raise PermissionDenied
+        outcome: TrialOutcome | None = None
+        problem = ""
+        if request.method == "POST":
+            form = ToolTrialForm(request.POST, tool=tool)
+            if form.is_valid():
+                try:
+                    spec = ToolSpec.from_row(tool)
+                except SecretDecryptionError:
+                    problem = (
+                        "The tool's secret cannot be decrypted with the server's keys: "
+                        "set it again."
+                    )
+                else:
+                    outcome = async_to_sync(try_tool)(
+                        spec, form.cleaned_data["arguments"], limit=DEFAULT_TOOL_RESULT_MAX_LENGTH
+                    )
+        else:
+            sample = tool.sample_arguments if isinstance(tool.sample_arguments, dict) else {}
+            form = ToolTrialForm(
+                initial={"arguments": json.dumps(sample, indent=2, ensure_ascii=False)},
+                tool=tool,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Test {tool.name}",
+            "subtitle": None,
+            "opts": self.opts,
+            "app_label": self.opts.app_label,
+            "original": tool,
+            "form": form,
+            "outcome": outcome,
+            "problem": problem,
+            "has_view_permission": self.has_view_permission(request, tool),
+            "has_change_permission": True,
+            "media": self.media + form.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/voice/tool/test_tool.html", context)
+
+
+# --- Sessions and tool calls (read-only history) -------------------------------------------
+
+
+def _tool_calls_url(**filters: Any) -> str:
+    query = urlencode({key: str(value) for key, value in filters.items()})
+    return f"{reverse('admin:voice_toolcall_changelist')}?{query}"
 
 
 class ToolCallInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ToolCall
     extra = 0
     can_delete = False
-    fields = ("name", "status", "arguments", "result", "error", "created_at", "finished_at")
+    fields = (
+        "name",
+        "status",
+        "arguments",
+        "result",
+        "error",
+        "created_at",
+        "finished_at",
+        "delivered",
+        "late",
+    )
     readonly_fields = fields
     show_change_link = True
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="delivered", boolean=True)
+    def delivered(self, obj: ToolCall) -> bool:
+        return obj.delivered_at is not None
+
+    @admin.display(description="late", boolean=True)
+    def late(self, obj: ToolCall) -> bool:
+        return obj.is_late
 
 
 @admin.register(VoiceSession)
@@ -100,21 +411,93 @@ class VoiceSessionAdmin(ReadOnlyAdmin):
         "ended_at",
         "end_reason",
         "reconnects",
+        "tool_calls_link",
     ]
     list_filter = ["state", "transport", "provider_kind", "end_reason"]
     list_select_related = ["room", "agent"]
     search_fields = ["id", "participant_id", "room__key", "provider_session_id"]
+    readonly_fields = ["tool_calls_link"]
     inlines = [ToolCallInline]
+
+    @admin.display(description="tool calls")
+    def tool_calls_link(self, obj: VoiceSession) -> str:
+        return format_html(
+            '<a href="{}">tool calls</a>', _tool_calls_url(session__id__exact=obj.pk)
+        )
 
 
 @admin.register(ToolCall)
 class ToolCallAdmin(ReadOnlyAdmin):
-    list_display = ["name", "session", "status", "execution", "duration", "created_at"]
-    list_filter = ["status", "execution"]
-    list_select_related = ["session"]
-    search_fields = ["name", "call_id"]
+    list_display = [
+        "session",
+        "name",
+        "status",
+        "execution",
+        "duration",
+        "delivered",
+        "late",
+        "created_at",
+    ]
+    # Filtering by session works through the URL (?session__id__exact=<pk>, the sessions'
+    # "tool calls" link) rather than a list of every session.
+    # The tool filter offers only the tools of calls the user may see (the queryset is
+    # tenant-scoped): never another tenant's tool names.
+    list_filter = ["status", "execution", ("tool", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["session", "tool"]
+    search_fields = ["call_id", "name"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "session", "tool", "call_id", "name", "status", "execution"]}),
+        ("Call", {"fields": ["pretty_arguments", "result", "error"]}),
+        ("Late result", {"fields": ["late", "late_result", "late_at"]}),
+        (
+            "Timing",
+            {
+                "fields": [
+                    "task_id",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "duration",
+                    "delivered_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "tenant",
+        "session",
+        "tool",
+        "call_id",
+        "name",
+        "status",
+        "execution",
+        "pretty_arguments",
+        "result",
+        "error",
+        "late",
+        "late_result",
+        "late_at",
+        "task_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "delivered_at",
+    ]
+
+    @admin.display(description="arguments")
+    def pretty_arguments(self, obj: ToolCall) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.arguments, indent=2, ensure_ascii=False))
 
     @admin.display(description="duration (ms)")
     def duration(self, obj: ToolCall) -> str:
         duration = obj.duration_ms
         return "" if duration is None else f"{duration:.0f}"
+
+    @admin.display(description="delivered", boolean=True)
+    def delivered(self, obj: ToolCall) -> bool:
+        return obj.delivered_at is not None
+
+    @admin.display(description="late", boolean=True)
+    def late(self, obj: ToolCall) -> bool:
+        return obj.is_late

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from importlib import import_module
 from typing import Any
 
 from providers.base import RealtimeVoiceProvider
@@ -18,28 +17,19 @@ from providers.registry import get_spec
 from providers.services import credential_reveal
 from rooms.models import Tenant
 from voice.channels import RealtimeVoiceChannel
-from voice.kit import RoomKit, Tool
+from voice.kit import RoomKit, Tool, current_tool_call_id
 from voice.kit import kit as process_kit
-from voice.models import Agent, ToolHandlerKind
+from voice.models import Agent, ToolExecution
 from voice.store import SessionStore
+from voice.tools.dispatch import CeleryExecution
+from voice.tools.runner import ToolSpec, run_handler
 from voice.transports.base import RealtimeTransport
-from voice.validation import python_handler_allowed
 
 logger = logging.getLogger(__name__)
 
 
 class ProviderUnavailable(RuntimeError):
     """The agent's provider cannot be built (not in this build, or no credential)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    handler_kind: str
-    handler: str
-    timeout_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +64,7 @@ def agent_config_load(*, tenant: Tenant, agent: Agent) -> AgentConfig:
         api_key = credential_reveal(tenant=tenant, credential=credential)
         base_url = credential.base_url
     tools = tuple(
-        ToolSpec(
-            name=tool.name,
-            description=tool.description,
-            parameters=tool.parameters or {"type": "object", "properties": {}},
-            handler_kind=tool.handler_kind,
-            handler=tool.handler,
-            timeout_seconds=tool.timeout_seconds,
-        )
-        for tool in agent.tools.filter(enabled=True).order_by("name")
+        ToolSpec.from_row(tool) for tool in agent.tools.filter(enabled=True).order_by("name")
     )
     return AgentConfig(
         tenant_id=tenant.pk,
@@ -128,29 +110,26 @@ def provider_for(config: AgentConfig) -> RealtimeVoiceProvider:
     return provider
 
 
-def tool_for(spec: ToolSpec) -> Tool | dict[str, Any]:
-    """A Tool with its handler when it runs here; else its definition (the call then gets a
-    clear error from the engine, or an answer from an ON_TOOL_CALL hook)."""
-    if spec.handler_kind == ToolHandlerKind.PYTHON and python_handler_allowed(spec.handler):
-        module_name, _, attribute = spec.handler.rpartition(".")
-        try:
-            handler = getattr(import_module(module_name), attribute)
-        except (ImportError, AttributeError):
-            logger.error("tool %s: handler %s cannot be imported", spec.name, spec.handler)
-        else:
-            tool = Tool(
-                name=spec.name,
-                description=spec.description,
-                parameters=spec.parameters,
-                handler=handler,
-            )
-            return tool
-    return {
-        "type": "function",
+def tool_for(spec: ToolSpec) -> Tool:
+    """The engine's Tool for a Tool row: run here (inline, under the tool's timeout) or in
+    a Celery worker (``execution = celery``). A handler that cannot be loaded gives the
+    model a clear error when called, never a crash."""
+    options: dict[str, Any] = {
         "name": spec.name,
         "description": spec.description,
         "parameters": spec.parameters,
+        "timeout": spec.timeout_seconds,
+        "progress_message": spec.progress_message,
+        "progress_delay": spec.progress_delay_seconds,
+        "on_barge_in": spec.on_barge_in,
     }
+    if spec.execution == ToolExecution.CELERY:
+        return Tool(**options, remote=CeleryExecution(spec))
+
+    async def handle(**arguments: Any) -> Any:
+        return await run_handler(spec, arguments, call_id=current_tool_call_id())
+
+    return Tool(**options, handler=handle)
 
 
 def channel_for_agent(

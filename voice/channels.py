@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,7 +47,7 @@ from voice.events import (
     ToolCallEvent,
     TranscriptionEvent,
 )
-from voice.kit import HookContext, HookTrigger, Tool
+from voice.kit import _CURRENT_CALL_ID, HookContext, HookTrigger, Tool, ToolError
 from voice.session import LiveSession, SessionState, SessionStateError
 from voice.store import (
     BindingSnapshot,
@@ -57,6 +56,13 @@ from voice.store import (
     StoredCorrection,
     StoredToolCall,
     StoredTranscript,
+)
+from voice.tools.runner import (
+    error_json,
+    failure_text,
+    result_text,
+    timeout_text,
+    truncate_result,
 )
 from voice.transports.base import RealtimeTransport
 
@@ -105,10 +111,6 @@ def _check_temperature(value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 2.0:
         raise ValueError(f"temperature must be between 0 and 2, got {value!r}")
-
-
-def _error_json(message: str) -> str:
-    return json.dumps({"error": message})
 
 
 @dataclass
@@ -182,9 +184,12 @@ class _Runtime:
     played_ms: int | None = None  # the client's own playback report, when it sends them
     last_assistant_text: str = ""
     tool_mutes: int = 0
-    # Running tool calls by call id, and the ids the provider cancelled.
+    # Running tool calls by call id; why some were cancelled ("provider" | "barge_in");
+    # the calls to cancel when the caller starts speaking; remote calls awaiting a result.
     tool_tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    cancelled_calls: set[str] = field(default_factory=set)
+    cancelled_calls: dict[str, str] = field(default_factory=dict)
+    cancel_on_barge_in: set[str] = field(default_factory=set)
+    remote_results: dict[str, asyncio.Future[tuple[str, str]]] = field(default_factory=dict)
     level_in: LevelThrottle = field(default_factory=LevelThrottle)
     level_out: LevelThrottle = field(default_factory=LevelThrottle)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -891,6 +896,8 @@ class RealtimeVoiceChannel:
             return
         runtime.speech_started_at = datetime.now(UTC)
         await self._barge_in(runtime)
+        for call_id in list(runtime.cancel_on_barge_in):
+            self._cancel_tool(runtime, call_id, "barge_in")
         self._fire(HookTrigger.ON_SPEECH_START, session, session)
         await self._send(runtime, {"type": "speaking", "speaking": True, "who": "user"})
 
@@ -1085,31 +1092,47 @@ class RealtimeVoiceChannel:
 
     async def _run_tool(self, runtime: _Runtime, call_id: str, name: str, arguments: Any) -> None:
         session = runtime.session
+        tool = runtime.tools.objects.get(name)
         record = StoredToolCall(
             session.id,
             call_id,
             name,
             arguments if isinstance(arguments, dict) else {"_raw": arguments},
+            execution="remote" if tool is not None and tool.remote is not None else "inline",
         )
+        _CURRENT_CALL_ID.set(call_id)  # this task's own context: what handlers may read
         await self.store.tool_call_started(record)
         await self._send(
             runtime, {"type": "tool_call", "call_id": call_id, "name": name, "status": "running"}
         )
+        if tool is not None and tool.on_barge_in == "cancel":
+            runtime.cancel_on_barge_in.add(call_id)
+        progress = None
+        if tool is not None and tool.progress_message:
+            progress = asyncio.ensure_future(self._tool_progress(runtime, record, tool))
         if self.mute_on_tool_call:
             runtime.tool_mutes += 1
         try:
-            status, result = await self._resolve_tool(runtime, call_id, name, arguments)
+            status, result = await self._resolve_tool(runtime, record, tool, arguments)
         except asyncio.CancelledError:
-            by_provider = call_id in runtime.cancelled_calls and not runtime.ending
+            reason = "" if runtime.ending else runtime.cancelled_calls.get(call_id, "")
             record.status = "cancelled"
-            record.error = (
-                "the model cancelled the call (the caller interrupted)"
-                if by_provider
-                else "the session ended before the tool finished"
-            )
+            record.error = {
+                "provider": "the model cancelled the call (the caller interrupted)",
+                "barge_in": "cancelled: the caller started speaking (the tool's barge-in "
+                "policy is 'cancel')",
+            }.get(reason, "the session ended before the tool finished")
             record.finished_at = datetime.now(UTC)
+            if reason == "barge_in":
+                # The protocol expects an answer to the call: say plainly what happened.
+                record.delivered = await self._submit_result(
+                    runtime,
+                    name,
+                    call_id,
+                    error_json(f"Tool '{name}' was cancelled: the caller interrupted"),
+                )
             await asyncio.shield(self.store.tool_call_finished(record))
-            if not by_provider:
+            if not reason:
                 raise
             await self._send(
                 runtime,
@@ -1117,36 +1140,71 @@ class RealtimeVoiceChannel:
             )
             return
         finally:
+            if progress is not None:
+                progress.cancel()
+            runtime.cancel_on_barge_in.discard(call_id)
             if self.mute_on_tool_call:
                 runtime.tool_mutes -= 1
-        result = self._truncate(result)
+        result = truncate_result(result, self.tool_result_max_length)
         record.status = status
         record.finished_at = datetime.now(UTC)
         if status == "succeeded":
             record.result = result
         else:
             record.error = result
-        try:
-            await self.provider.submit_tool_result(session, call_id, result)
-        except Exception:
-            logger.warning("submitting the result of tool %s failed", name, exc_info=True)
+        record.delivered = await self._submit_result(runtime, name, call_id, result)
+        if not record.delivered:
             record.error = record.error or "the result could not be delivered to the provider"
         await self.store.tool_call_finished(record)
         await self._send(
             runtime, {"type": "tool_call", "call_id": call_id, "name": name, "status": status}
         )
 
+    async def _submit_result(self, runtime: _Runtime, name: str, call_id: str, text: str) -> bool:
+        try:
+            await self.provider.submit_tool_result(runtime.session, call_id, text)
+        except Exception:
+            logger.warning("submitting the result of tool %s failed", name, exc_info=True)
+            return False
+        return True
+
+    async def _tool_progress(self, runtime: _Runtime, record: StoredToolCall, tool: Tool) -> None:
+        """The call still runs after the tool's delay: the model says the progress message
+        (so the caller is not left in silence), and the client is told."""
+        await asyncio.sleep(tool.progress_delay)
+        if runtime.ending:
+            return
+        instruction = (
+            f"The tool '{tool.name}' is still working. Without waiting for its result, tell "
+            f'the caller briefly, in their language: "{tool.progress_message}"'
+        )
+        try:
+            await self.provider.inject_text(runtime.session, instruction, role="system")
+        except Exception:
+            logger.warning("the progress message of tool %s was not sent", tool.name, exc_info=True)
+        await self._send(
+            runtime,
+            {
+                "type": "tool_call",
+                "call_id": record.call_id,
+                "name": tool.name,
+                "status": "progress",
+                "message": tool.progress_message,
+            },
+        )
+
     async def _resolve_tool(
-        self, runtime: _Runtime, call_id: str, name: str, arguments: Any
+        self, runtime: _Runtime, record: StoredToolCall, tool: Tool | None, arguments: Any
     ) -> tuple[str, str]:
         """(status, text for the model): the handler's answer, a hook's, or a clear error."""
+        name = record.name
         table = runtime.tools
         hooks = self._has_hooks(HookTrigger.ON_TOOL_CALL)
         if not isinstance(arguments, dict):
-            return "failed", _error_json(f"Invalid arguments for '{name}': expected a JSON object")
+            return "failed", error_json(f"Invalid arguments for '{name}': expected a JSON object")
         if table.schemas and name not in table.schemas and name not in table.objects:
             if not hooks:
-                return "failed", _error_json(f"Tool '{name}' is not declared")
+                return "failed", error_json(f"Tool '{name}' is not declared")
         schema = table.schemas.get(name)
         if schema is not None:
             problems = sorted(
@@ -1154,75 +1212,89 @@ class RealtimeVoiceChannel:
             )
             if problems:
                 where = "/".join(str(part) for part in problems[0].absolute_path) or "arguments"
-                return "failed", _error_json(
+                return "failed", error_json(
                     f"Invalid arguments for '{name}': {where}: {problems[0].message}"
                 )
 
-        status, result = "succeeded", None
-        tool = table.objects.get(name)
+        status: str = "succeeded"
+        result: str | None = None
         handler: Callable[[], Awaitable[Any]] | None = None
-        if tool is not None:
+        if tool is not None and tool.remote is not None:
+            remote_tool = tool
+            handler = lambda: self._call_remote(runtime, record, remote_tool)  # noqa: E731
+        elif tool is not None:
             handler = lambda: tool.call(arguments)  # noqa: E731
         elif self.tool_handler is not None:
             tool_handler = self.tool_handler
             handler = lambda: tool_handler(name, arguments)  # noqa: E731
         if handler is not None:
-            timeout = getattr(tool, "timeout", None) or self.tool_timeout
+            timeout = (tool.timeout if tool is not None else None) or self.tool_timeout
             try:
                 async with asyncio.timeout(timeout):
                     value = await _call(handler)
-                result = value if isinstance(value, str) else json.dumps(value, default=str)
+                if isinstance(value, _RemoteOutcome):
+                    status, result = value.status, value.text
+                else:
+                    result = result_text(value)
             except TimeoutError:
                 logger.warning("tool %s timed out after %ss", name, timeout)
-                status, result = (
-                    "timed_out",
-                    _error_json(f"Tool '{name}' timed out after {timeout:g} s"),
-                )
+                status, result = "timed_out", timeout_text(name, timeout)
             except Exception as error:
-                logger.exception("tool %s raised", name)
-                status, result = (
-                    "failed",
-                    # The exception's text stays in the log: it may hold internals. A handler
-                    # that wants to tell the model something returns it instead.
-                    _error_json(f"Tool '{name}' failed ({type(error).__name__})"),
-                )
+                if not isinstance(error, ToolError):
+                    logger.exception("tool %s raised", name)
+                # A ToolError's message is meant for the model; any other exception's text
+                # stays in the log (it may hold internals).
+                status, result = "failed", failure_text(name, error)
 
         if hooks:
             event = ToolCallEvent(
-                runtime.session, call_id, name, arguments, result, channel_id=self.channel_id
+                runtime.session,
+                record.call_id,
+                name,
+                arguments,
+                result,
+                channel_id=self.channel_id,
             )
             outcome = await self.kit.hooks.run_sync(
                 HookTrigger.ON_TOOL_CALL, event, self._hook_context(runtime.session)
             )
             if not outcome.allowed:
-                return "failed", _error_json(outcome.reason or f"Tool '{name}' was blocked")
+                return "failed", error_json(outcome.reason or f"Tool '{name}' was blocked")
             if "result" in outcome.metadata:
-                override = outcome.metadata["result"]
-                return "succeeded", override if isinstance(override, str) else json.dumps(
-                    override, default=str
-                )
+                return "succeeded", result_text(outcome.metadata["result"])
         if result is None:
-            return "failed", _error_json(f"No handler for tool '{name}'")
+            return "failed", error_json(f"No handler for tool '{name}'")
         return status, result
 
-    def _truncate(self, result: str) -> str:
-        limit = self.tool_result_max_length
-        if len(result) <= limit:
-            return result
-        notice = (
-            f"\n[truncated: the result was {len(result)} characters; "
-            "only the first {kept} are shown]"
-        )
-        kept = max(0, limit - len(notice.format(kept=limit)))
-        # The notice is shorter when ``kept`` has fewer digits than ``limit``: keep as much
-        # as still fits, so the result fills the limit without going over it.
-        while kept + 1 + len(notice.format(kept=kept + 1)) <= limit:
-            kept += 1
-        if kept == 0:
-            # A limit too small for the notice: say as much as fits, never cut the notice.
-            short = "[truncated]"
-            return result[: max(0, limit - len(short))] + short if limit >= len(short) else ""
-        return result[:kept] + notice.format(kept=kept)
+    async def _call_remote(
+        self, runtime: _Runtime, record: StoredToolCall, tool: Tool
+    ) -> _RemoteOutcome:
+        """Hand the call to ``tool.remote`` and wait for its result to be delivered
+        (``deliver_tool_result``). A call given up on (timeout, cancellation) is revoked."""
+        remote = tool.remote
+        assert remote is not None
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        runtime.remote_results[record.call_id] = future
+        # The submission runs on its own: an eager executor (the embedded default) runs the
+        # whole call inside it, and its result still arrives through deliver_tool_result.
+        submit = asyncio.ensure_future(remote.submit(record, tool))
+        answered = False
+        try:
+            waiting: set[asyncio.Future[Any]] = {submit, future}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            failure = submit.exception() if submit.done() and not future.done() else None
+            if failure is not None:
+                raise failure
+            status, text = await future
+            answered = True
+            return _RemoteOutcome(status, text)
+        finally:
+            runtime.remote_results.pop(record.call_id, None)
+            refused = submit.done() and not submit.cancelled() and submit.exception() is not None
+            if not answered and not refused:
+                # Given up on (timeout, cancellation): withdraw it.
+                future.cancel()
+                self._spawn_background(_revoke(remote, record, tool))
 
     # --- errors and disconnects --------------------------------------------------------------
 
@@ -1333,10 +1405,25 @@ class RealtimeVoiceChannel:
         if runtime is None or runtime.ending:
             return
         for call_id in call_ids if isinstance(call_ids, list | tuple) else ():
-            task = runtime.tool_tasks.get(str(call_id))
-            if task is not None and not task.done():
-                runtime.cancelled_calls.add(str(call_id))
-                task.cancel()
+            self._cancel_tool(runtime, str(call_id), "provider")
+
+    @staticmethod
+    def _cancel_tool(runtime: _Runtime, call_id: str, reason: str) -> None:
+        task = runtime.tool_tasks.get(call_id)
+        if task is not None and not task.done() and call_id not in runtime.cancelled_calls:
+            runtime.cancelled_calls[call_id] = reason
+            task.cancel()
+
+    def deliver_tool_result(self, session_id: str, call_id: str, status: str, text: str) -> bool:
+        """A remote tool call's result (``Tool.remote``), arriving on the session host's
+        channel. False when nothing waits for it any more (the call timed out, was cancelled,
+        or the session ended): the caller then records it as late."""
+        runtime = self._runtimes.get(str(session_id))
+        future = runtime.remote_results.get(str(call_id)) if runtime is not None else None
+        if future is None or future.done():
+            return False
+        future.set_result((str(status), str(text)))
+        return True
 
     def _on_transcript_correction(
         self, session: LiveSession, original: Any, corrected: Any
@@ -1386,10 +1473,24 @@ class RealtimeVoiceChannel:
         await self.end_session(session, reason="client_hangup")
 
 
+@dataclass(frozen=True, slots=True)
+class _RemoteOutcome:
+    status: str
+    text: str
+
+
+async def _revoke(remote: Any, record: StoredToolCall, tool: Tool) -> None:
+    try:
+        await remote.revoke(record, tool)
+    except Exception:
+        logger.warning("revoking tool call %s failed", record.call_id, exc_info=True)
+
+
 def _forget_tool(runtime: _Runtime, call_id: str, task: asyncio.Task[Any]) -> None:
     if runtime.tool_tasks.get(call_id) is task:
         del runtime.tool_tasks[call_id]
-    runtime.cancelled_calls.discard(call_id)
+    runtime.cancelled_calls.pop(call_id, None)
+    runtime.cancel_on_barge_in.discard(call_id)
 
 
 def _add_counts(total: dict[str, Any], usage: dict[str, Any]) -> None:

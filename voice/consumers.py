@@ -54,6 +54,7 @@ from voice.protocol import (
     parse_audio_format,
     parse_sample_rate,
 )
+from voice.services import tool_call_store_late
 from voice.transports.websocket import (
     ClientLink,
     WebSocketRealtimeTransport,
@@ -224,6 +225,25 @@ class VoiceConsumer(_RefusingConsumer):
         if voice is not None and link is not None and link.session is not None:
             reason = str(event.get("reason") or "ended_by_operator")
             self._spawn(voice.end_session(link.session, reason=reason), name="voice-end")
+
+    async def tool_result(self, event: dict[str, Any]) -> None:
+        """``{"type": "tool.result", ...}`` on this host's channel: a Celery tool call's
+        result (``voice.tools.worker``) for the live session. One that nothing waits for any
+        more (timed out, cancelled, session over) is stored on its ToolCall as late."""
+        voice = self.voice
+        fields = ("session_id", "call_id", "tool_call_id", "status", "result")
+        if not all(isinstance(event.get(name), str) for name in fields):
+            logger.warning("malformed tool.result message ignored")
+            return
+        delivered = voice is not None and voice.deliver_tool_result(
+            event["session_id"], event["call_id"], event["status"], event["result"]
+        )
+        if not delivered and voice is not None and isinstance(voice.store, DjangoStore):
+            await database_sync_to_async(tool_call_store_late)(
+                tenant=voice.store.tenant,
+                tool_call_id=event["tool_call_id"],
+                result=event["result"],
+            )
 
     # --- the session ---------------------------------------------------------------------------
 

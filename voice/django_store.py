@@ -22,7 +22,7 @@ from rooms import services as room_services
 from rooms.models import ChannelBinding, EventKind, EventRole, EventStatus, Room, Tenant
 from rooms.selectors import binding_for_participant
 from voice import services as voice_services
-from voice.models import Agent, EndReason, ToolCall, ToolCallStatus, VoiceSession
+from voice.models import Agent, EndReason, ToolCall, ToolCallStatus, ToolExecution, VoiceSession
 from voice.session import LiveSession
 from voice.store import (
     BindingSnapshot,
@@ -266,7 +266,10 @@ class DjangoStore(SessionStore):
     # --- tool calls --------------------------------------------------------------------------
 
     async def tool_call_started(self, record: StoredToolCall) -> None:
-        def start() -> None:
+        """The ``ToolCall`` row, committed before anything runs. An inline call is claimed
+        (RUNNING) here; a remote one stays PENDING for the Celery task to claim."""
+
+        def start() -> str:
             session = VoiceSession.objects.get(pk=record.session_id, tenant=self.tenant)
             tool = None
             if self.agent is not None:
@@ -278,31 +281,48 @@ class DjangoStore(SessionStore):
                 name=record.name,
                 arguments=record.arguments,
                 tool=tool,
+                execution=ToolExecution.CELERY
+                if record.execution == "remote"
+                else ToolExecution.INLINE,
             )
-            voice_services.tool_call_start(tenant=self.tenant, tool_call_id=call.pk)
+            if record.execution != "remote":
+                voice_services.tool_call_start(tenant=self.tenant, tool_call_id=call.pk)
+            return str(call.pk)
 
-        await database_sync_to_async(start)()
+        record.row_id = await database_sync_to_async(start)()
         pending = self._pending.get(record.session_id)
         if pending is not None:  # on the timeline, after the transcripts queued before it
             pending.append(record)
             self._wakeups[record.session_id].set()
 
     async def tool_call_finished(self, record: StoredToolCall) -> None:
+        """The engine's outcome. A remote call the worker already finished keeps the
+        worker's (the conditional update changes nothing); either way the row records
+        whether the model received an answer."""
+
         def finish() -> None:
-            call = ToolCall.objects.filter(
-                session_id=uuid.UUID(record.session_id), call_id=record.call_id, tenant=self.tenant
-            ).first()
-            if call is None:
+            call_pk = record.row_id or (
+                ToolCall.objects.filter(
+                    session_id=uuid.UUID(record.session_id),
+                    call_id=record.call_id,
+                    tenant=self.tenant,
+                )
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if not call_pk:
                 logger.error("tool call %s finished but was never recorded", record.call_id)
                 return
             status = record.status if record.status in ToolCallStatus.values else "failed"
             voice_services.tool_call_finish(
                 tenant=self.tenant,
-                tool_call_id=call.pk,
+                tool_call_id=call_pk,
                 status=status,
                 result=record.result,
                 error=record.error,
             )
+            if record.delivered:
+                voice_services.tool_call_mark_delivered(tenant=self.tenant, tool_call_id=call_pk)
 
         await database_sync_to_async(finish)()
 

@@ -23,6 +23,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -52,8 +53,11 @@ __all__ = [
     "KitRoom",
     "RoomKit",
     "SyncOutcome",
+    "RemoteExecution",
     "Tool",
+    "ToolError",
     "autodiscover_hooks",
+    "current_tool_call_id",
     "kit",
 ]
 
@@ -70,6 +74,40 @@ def _empty_parameters() -> dict[str, Any]:
     return {"type": "object", "properties": {}}
 
 
+# Set by the engine in each tool call's task; handlers read it with current_tool_call_id().
+_CURRENT_CALL_ID: ContextVar[str] = ContextVar("roomvoice_tool_call_id", default="")
+
+
+def current_tool_call_id() -> str:
+    """The provider's id of the tool call being handled ("" outside a tool call)."""
+    return _CURRENT_CALL_ID.get()
+
+
+class ToolError(Exception):
+    """Raise it from a tool handler to tell the model what went wrong: its message reaches
+    the model as the call's error. Any other exception is logged with its traceback and the
+    model hears only that the tool failed (exception texts may hold internals)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RemoteExecution(Protocol):
+    """Runs a tool's calls somewhere else (a Celery worker). ``submit`` hands the call over
+    (the engine then waits for the result to arrive through
+    ``RealtimeVoiceChannel.deliver_tool_result``); ``revoke`` withdraws a call the engine
+    gave up on (timeout, cancellation, session end). ``record`` is the engine's
+    ``voice.store.StoredToolCall`` with the store's ``row_id``."""
+
+    async def submit(self, record: Any, tool: Tool) -> None: ...
+
+    async def revoke(self, record: Any, tool: Tool) -> None: ...
+
+
+BARGE_IN_POLICIES = ("keep", "cancel")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
     """A function the model may call: its definition for the provider and its handler.
@@ -78,12 +116,28 @@ class Tool:
     arguments (``async def get_weather(city: str) -> str``); a plain ``def`` handler runs in
     a worker thread. Run it with :meth:`call`, which handles both. (A tool answered only by
     an ON_TOOL_CALL hook is declared with a plain definition dict instead.)
+
+    Options beyond the seed's four fields:
+
+    - ``timeout``: seconds before the model gets a timeout result (default: the channel's
+      ``tool_timeout``).
+    - ``progress_message``: said to the caller (injected as an instruction to the model)
+      when the call is still running after ``progress_delay`` seconds.
+    - ``on_barge_in``: ``"keep"`` (default) lets the call finish when the caller starts
+      speaking; ``"cancel"`` cancels it and tells the model so.
+    - ``remote``: a :class:`RemoteExecution` that runs the calls elsewhere (then ``handler``
+      may be omitted).
     """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=_empty_parameters)
-    handler: Callable[..., Any]
+    handler: Callable[..., Any] | None = None
+    timeout: float | None = None
+    progress_message: str = ""
+    progress_delay: float = 2.0
+    on_barge_in: str = "keep"
+    remote: RemoteExecution | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not TOOL_NAME_PATTERN.fullmatch(self.name):
@@ -100,8 +154,16 @@ class Tool:
         properties = self.parameters.get("properties", {})
         if not isinstance(properties, dict):
             raise ValueError(f"tool {self.name}: parameters.properties must be a dict")
-        if not callable(self.handler):
+        if self.remote is None and not callable(self.handler):
             raise TypeError(f"tool {self.name}: handler must be callable")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"tool {self.name}: timeout must be positive")
+        if not isinstance(self.progress_message, str):
+            raise TypeError(f"tool {self.name}: progress_message must be a str")
+        if not self.progress_delay >= 0:
+            raise ValueError(f"tool {self.name}: progress_delay must be 0 or more")
+        if self.on_barge_in not in BARGE_IN_POLICIES:
+            raise ValueError(f"tool {self.name}: on_barge_in must be 'keep' or 'cancel'")
 
     @property
     def definition(self) -> dict[str, Any]:
@@ -116,6 +178,8 @@ class Tool:
     async def call(self, arguments: dict[str, Any]) -> Any:
         """Run the handler with ``arguments`` as keyword arguments and return its result."""
         handler = self.handler
+        if handler is None:
+            raise TypeError(f"tool {self.name} runs remotely: it has no local handler")
         if _is_async_callable(handler):
             return await handler(**arguments)
         result = await asyncio.to_thread(handler, **arguments)

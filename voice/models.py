@@ -49,8 +49,17 @@ class ToolExecution(models.TextChoices):
     CELERY = "celery", "Celery worker (queue 'tools')"
 
 
+class ToolBargeIn(models.TextChoices):
+    KEEP = "keep", "Keep running (the answer arrives after the interruption)"
+    CANCEL = "cancel", "Cancel the call when the caller starts speaking"
+
+
 class Tool(models.Model):
-    """A function the model may call. ``parameters`` is a JSON Schema object."""
+    """A function the model may call. ``parameters`` is a JSON Schema object.
+
+    A webhook's signing secret is stored encrypted (``voice.services.tool_set_secret``);
+    only its masked hint is readable.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tools")
@@ -69,6 +78,23 @@ class Tool(models.Model):
     timeout_seconds = models.FloatField(
         default=10.0, validators=[MinValueValidator(0.1), MaxValueValidator(600.0)]
     )
+    encrypted_secret = models.TextField(blank=True, editable=False)
+    secret_hint = models.CharField(max_length=16, blank=True, editable=False)
+    progress_message = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Said to the caller when the tool is still running after the delay below "
+        "(e.g. 'Let me check that...'). Blank: nothing is said.",
+    )
+    progress_delay_seconds = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0.0), MaxValueValidator(60.0)]
+    )
+    on_barge_in = models.CharField(
+        max_length=8, choices=ToolBargeIn.choices, default=ToolBargeIn.KEEP
+    )
+    sample_arguments = models.JSONField(
+        default=dict, blank=True, help_text="Arguments for the admin's 'test this tool'."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -83,6 +109,7 @@ class Tool(models.Model):
                 condition=Q(timeout_seconds__gte=0.1, timeout_seconds__lte=600),
                 name="tool_timeout_in_range",
             ),
+            choices_check("on_barge_in", ToolBargeIn, "tool_on_barge_in_valid"),
         ]
 
     def __str__(self) -> str:
@@ -104,6 +131,14 @@ class Tool(models.Model):
             validate_tool_handler(self.handler_kind, self.handler)
         except ValueError as error:
             errors["handler"] = [str(error)]
+        if (
+            self.handler_kind == ToolHandlerKind.WEBHOOK
+            and not self.encrypted_secret
+            and "handler" not in errors
+        ):
+            errors["secret"] = ["A webhook tool needs a signing secret (16+ characters)."]
+        if not isinstance(self.sample_arguments, dict):
+            errors["sample_arguments"] = ["Sample arguments are a JSON object."]
         if errors:
             raise ValidationError(errors)
 
@@ -360,6 +395,12 @@ class ToolCall(models.Model):
     delivered_at = models.DateTimeField(
         null=True, blank=True, help_text="When the result reached the live session."
     )
+    late_result = models.TextField(
+        blank=True,
+        help_text="A result the worker produced after the call had already ended (timed out, "
+        "cancelled, or its session gone): stored, never delivered to the model.",
+    )
+    late_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
@@ -378,6 +419,10 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+    @property
+    def is_late(self) -> bool:
+        return self.late_at is not None
 
     @property
     def duration_ms(self) -> float | None:

@@ -20,9 +20,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from providers.services import secret_box
 from rooms.broadcast import broadcast_on_commit, session_changed_message, tool_call_changed_message
 from rooms.models import Room, Tenant
 from rooms.services import _require_tenant
+from roomvoice.lib.secrets import mask_secret
 from voice.models import (
     SESSION_TRANSITIONS,
     TOOL_CALL_FINAL_STATUSES,
@@ -37,6 +39,8 @@ from voice.models import (
 
 logger = logging.getLogger(__name__)
 
+MIN_TOOL_SECRET_LENGTH = 16
+
 
 class InvalidTransition(ValidationError):
     """A state change the state machine does not allow."""
@@ -45,20 +49,51 @@ class InvalidTransition(ValidationError):
 # --- Agents and tools -----------------------------------------------------------------------
 
 
-def tool_create(*, tenant: Tenant, name: str, handler: str, **fields: Any) -> Tool:
+def tool_create(
+    *, tenant: Tenant, name: str, handler: str, secret: str = "", **fields: Any
+) -> Tool:
+    """``secret`` (a webhook's signing key) is stored encrypted; a webhook needs one."""
     tool = Tool(tenant=tenant, name=name.strip(), handler=handler.strip(), **fields)
+    if secret:
+        _put_tool_secret(tool, secret)
     tool.full_clean()
     tool.save()
     return tool
 
 
-def tool_update(*, tenant: Tenant, tool: Tool, **changes: Any) -> Tool:
+def tool_update(*, tenant: Tenant, tool: Tool, secret: str = "", **changes: Any) -> Tool:
+    """``secret``, when given, replaces the stored one (blank keeps it)."""
     _require_tenant(tenant, tool)
     for name, value in changes.items():
         setattr(tool, name, value)
+    if secret:
+        _put_tool_secret(tool, secret)
     tool.full_clean()
     tool.save()
     return tool
+
+
+def tool_clean_secret(secret: str) -> str:
+    """A webhook secret as it will be stored, or a ValidationError on ``secret``."""
+    secret = secret.strip()
+    if len(secret) < MIN_TOOL_SECRET_LENGTH:
+        raise ValidationError(
+            {"secret": f"Use a signing secret of at least {MIN_TOOL_SECRET_LENGTH} characters."}
+        )
+    if len(secret) > 4096 or any(character.isspace() for character in secret):
+        raise ValidationError({"secret": "The secret is too long or contains whitespace."})
+    return secret
+
+
+def _put_tool_secret(tool: Tool, secret: str) -> None:
+    secret = tool_clean_secret(secret)
+    tool.encrypted_secret = secret_box().encrypt(secret)
+    tool.secret_hint = mask_secret(secret)
+
+
+def tool_reveal_secret(tool: Tool) -> str:
+    """The plaintext signing secret, for the one call that signs a request. Never log it."""
+    return secret_box().decrypt(tool.encrypted_secret) if tool.encrypted_secret else ""
 
 
 def agent_create(
@@ -378,6 +413,17 @@ def tool_call_mark_delivered(*, tenant: Tenant, tool_call_id: uuid.UUID | str) -
     return (
         ToolCall.objects.filter(pk=tool_call_id, tenant=tenant, delivered_at__isnull=True).update(
             delivered_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def tool_call_store_late(*, tenant: Tenant, tool_call_id: uuid.UUID | str, result: str) -> bool:
+    """A result that arrived after its call was over (timed out, cancelled, session gone):
+    kept on the row, never given to the model. The first late result wins."""
+    return (
+        ToolCall.objects.filter(pk=tool_call_id, tenant=tenant, late_at__isnull=True).update(
+            late_result=result, late_at=timezone.now()
         )
         == 1
     )

@@ -73,6 +73,13 @@ class StoredToolCall:
     error: str = ""
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+    #: "inline" (run by the engine) or "remote" (``Tool.remote``: the store keeps the call
+    #: pending for the executor to claim).
+    execution: str = "inline"
+    #: The result (or a cancellation notice) reached the provider.
+    delivered: bool = False
+    #: The store's id for the call (a ``ToolCall`` primary key), set by tool_call_started.
+    row_id: str = ""
 
 
 @dataclass(slots=True)

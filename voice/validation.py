@@ -53,8 +53,13 @@ def validate_tool_handler(kind: str, handler: str) -> None:
                 "importable handlers in ROOMVOICE_TOOL_HANDLER_ALLOWLIST."
             )
     elif kind == ToolHandlerKind.WEBHOOK:
+        from django.conf import settings
+
         parts = urlsplit(handler)
-        if parts.scheme != "https" or not parts.hostname:
+        # Plain http only where private targets are allowed (local development, tests): the
+        # same rule the webhook call itself applies.
+        schemes = ("https", "http") if settings.ROOMVOICE_TOOL_WEBHOOK_ALLOW_PRIVATE else ("https",)
+        if parts.scheme not in schemes or not parts.hostname:
             raise ValueError("A webhook handler is an https:// URL with a host.")
         if parts.username or parts.password:
             raise ValueError("Put webhook credentials in the tool's secret, not in the URL.")

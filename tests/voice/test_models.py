@@ -537,6 +537,47 @@ def test_tool_clean_reports_parameters_and_handler_problems_together(
     assert sorted(caught.value.message_dict) == ["handler", "parameters"]
 
 
+def test_a_webhook_tool_needs_a_signing_secret(world_a: TenantWorld) -> None:
+    with pytest.raises(ValidationError) as caught:
+        voice_services.tool_create(
+            tenant=world_a.tenant,
+            name="lookup",
+            handler_kind="webhook",
+            handler="https://hooks.example.com/weather",
+        )
+    assert list(caught.value.message_dict) == ["secret"]
+    with pytest.raises(ValidationError) as short:
+        voice_services.tool_create(
+            tenant=world_a.tenant,
+            name="lookup",
+            handler_kind="webhook",
+            handler="https://hooks.example.com/weather",
+            secret="short",
+        )
+    assert list(short.value.message_dict) == ["secret"]
+    assert not Tool.objects.filter(tenant=world_a.tenant, name="lookup").exists()
+
+
+def test_a_webhook_secret_is_stored_encrypted_and_masked(world_a: TenantWorld) -> None:
+    secret = "whsec-0123456789abcdef"
+    tool = voice_services.tool_create(
+        tenant=world_a.tenant,
+        name="lookup",
+        handler_kind="webhook",
+        handler="https://hooks.example.com/weather",
+        secret=secret,
+    )
+    tool.refresh_from_db()
+    assert secret not in tool.encrypted_secret
+    assert secret not in tool.secret_hint and tool.secret_hint.endswith(secret[-4:])
+    assert voice_services.tool_reveal_secret(tool) == secret
+    # Saving other changes keeps it; a new one replaces it.
+    voice_services.tool_update(tenant=world_a.tenant, tool=tool, description="weather")
+    assert voice_services.tool_reveal_secret(Tool.objects.get(pk=tool.pk)) == secret
+    voice_services.tool_update(tenant=world_a.tenant, tool=tool, secret="whsec-rotated-000000")
+    assert voice_services.tool_reveal_secret(Tool.objects.get(pk=tool.pk)) == "whsec-rotated-000000"
+
+
 @pytest.mark.parametrize(
     ("handler_kind", "handler"),
     [
@@ -548,8 +589,13 @@ def test_tool_clean_reports_parameters_and_handler_problems_together(
 def test_tool_clean_accepts_a_handler_that_fits_its_kind(
     world_a: TenantWorld, handler_kind: str, handler: str
 ) -> None:
+    secret = "whsec-0123456789abcdef" if handler_kind == "webhook" else ""
     voice_services.tool_create(
-        tenant=world_a.tenant, name="lookup", handler_kind=handler_kind, handler=handler
+        tenant=world_a.tenant,
+        name="lookup",
+        handler_kind=handler_kind,
+        handler=handler,
+        secret=secret,
     )
 
     assert list(

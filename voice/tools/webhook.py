@@ -83,6 +83,8 @@ from typing import Any, Final
 import httpx
 from django.conf import settings
 
+from voice.kit import ToolError
+
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "MAX_REDIRECTS",
@@ -113,7 +115,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 
 
-class WebhookError(Exception):
+class WebhookError(ToolError):
     """A webhook call failed. ``code`` is stable; ``message`` is safe to show the model.
 
     Codes: ``misconfigured`` (no secret), ``bad_arguments`` (not JSON-serializable),
@@ -125,7 +127,6 @@ class WebhookError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
     def __repr__(self) -> str:
         return f"WebhookError({self.code!r}, {self.message!r})"
