@@ -34,7 +34,6 @@ from voice.models import (
     Agent,
     Tool,
     ToolCall,
-    ToolHandlerKind,
     VoiceSession,
 )
 from voice.tools.runner import ToolSpec, TrialOutcome, try_tool
@@ -100,12 +99,6 @@ class AgentAdmin(TenantScopedAdmin):
 
 # --- Tools ----------------------------------------------------------------------------------
 
-# What Tool.clean() sees as the stored secret while the form validates: the form checks the
-# secret itself (on its own field, and counting one typed in this form, which only the service
-# stores on save), so the model's "a webhook needs a secret" check must not fire a second time
-# on "handler". Never saved: the form puts the stored value back right after validation.
-_CHECKED_BY_THE_FORM = "(checked by the admin form)"
-
 TOOL_MODEL_FIELDS = (
     "tenant",
     "name",
@@ -123,6 +116,12 @@ TOOL_MODEL_FIELDS = (
 )
 
 
+def _tool_calls_url(**filters: Any) -> str:
+    """The tool call list, filtered (``tool__id__exact``, ``session__id__exact``)."""
+    query = urlencode({key: str(value) for key, value in filters.items()})
+    return f"{reverse('admin:voice_toolcall_changelist')}?{query}"
+
+
 class ToolForm(forms.ModelForm):  # type: ignore[type-arg]
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
@@ -136,10 +135,6 @@ class ToolForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Tool
         fields = list(TOOL_MODEL_FIELDS)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.has_stored_secret = bool(self.instance.encrypted_secret)
-
     def clean_secret(self) -> str:
         secret: str = self.cleaned_data.get("secret", "")
         if not secret:
@@ -150,29 +145,16 @@ class ToolForm(forms.ModelForm):  # type: ignore[type-arg]
         except ValidationError as error:
             raise forms.ValidationError(error.message_dict["secret"]) from None
 
-    def clean(self) -> dict[str, Any]:
-        cleaned: dict[str, Any] = super().clean() or {}
-        if (
-            cleaned.get("handler_kind") == ToolHandlerKind.WEBHOOK
-            and "secret" not in self.errors
-            and not cleaned.get("secret")
-            and not self.has_stored_secret
-        ):
-            self.add_error(
-                "secret",
-                "A webhook tool needs a signing secret: the webhook uses it to check that "
-                "requests come from this server.",
-            )
-        return cleaned
-
-    def full_clean(self) -> None:
-        stored = self.instance.encrypted_secret
-        if not stored:
-            self.instance.encrypted_secret = _CHECKED_BY_THE_FORM
-        try:
-            super().full_clean()
-        finally:
-            self.instance.encrypted_secret = stored
+    def _post_clean(self) -> None:
+        # A secret typed here counts for the model's "a webhook needs a secret" check. The
+        # instance only ever holds it encrypted; the service stores it on save.
+        secret = self.cleaned_data.get("secret", "")
+        if secret:
+            services.tool_put_secret(self.instance, secret)
+        refused = "secret" in self.errors
+        super()._post_clean()  # type: ignore[misc]
+        if refused:  # the form's reason is enough: not also the model's "needs a secret"
+            del self.errors["secret"][1:]
 
 
 class ToolTrialForm(forms.Form):
@@ -257,10 +239,7 @@ class ToolAdmin(TenantScopedAdmin):
 
     @admin.display(description="calls")
     def calls(self, obj: Tool) -> str:
-        url = reverse("admin:voice_toolcall_changelist")
-        return format_html(
-            '<a href="{}?{}">calls</a>', url, urlencode({"tool__id__exact": str(obj.pk)})
-        )
+        return format_html('<a href="{}">calls</a>', _tool_calls_url(tool__id__exact=obj.pk))
 
     def save_model(self, request: HttpRequest, obj: Tool, form: Any, change: bool) -> None:
         # Through the service, which encrypts the secret: the plaintext never reaches the
@@ -363,11 +342,6 @@ class ToolAdmin(TenantScopedAdmin):
 # --- Sessions and tool calls (read-only history) -------------------------------------------
 
 
-def _tool_calls_url(**filters: Any) -> str:
-    query = urlencode({key: str(value) for key, value in filters.items()})
-    return f"{reverse('admin:voice_toolcall_changelist')}?{query}"
-
-
 class ToolCallInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ToolCall
     extra = 0
@@ -443,7 +417,7 @@ class ToolCallAdmin(ReadOnlyAdmin):
     # The tool filter offers only the tools of calls the user may see (the queryset is
     # tenant-scoped): never another tenant's tool names.
     list_filter = ["status", "execution", ("tool", admin.RelatedOnlyFieldListFilter)]
-    list_select_related = ["session", "tool"]
+    list_select_related = ["session"]
     search_fields = ["call_id", "name"]
     fieldsets = [
         (None, {"fields": ["tenant", "session", "tool", "call_id", "name", "status", "execution"]}),

@@ -1292,9 +1292,12 @@ class RealtimeVoiceChannel:
             runtime.remote_results.pop(record.call_id, None)
             refused = submit.done() and not submit.cancelled() and submit.exception() is not None
             if not answered and not refused:
-                # Given up on (timeout, cancellation): withdraw it.
+                # Given up on: withdraw it. A cancelled call (barge-in, the provider, the
+                # session's end) is stopped even if running; a timed-out one only if still
+                # queued (one that finishes anyway is stored as late, for the operator).
                 future.cancel()
-                self._spawn_background(_revoke(remote, record, tool))
+                terminate = runtime.ending or record.call_id in runtime.cancelled_calls
+                self._spawn_background(_revoke(remote, record, tool, terminate))
 
     # --- errors and disconnects --------------------------------------------------------------
 
@@ -1479,9 +1482,9 @@ class _RemoteOutcome:
     text: str
 
 
-async def _revoke(remote: Any, record: StoredToolCall, tool: Tool) -> None:
+async def _revoke(remote: Any, record: StoredToolCall, tool: Tool, terminate: bool) -> None:
     try:
-        await remote.revoke(record, tool)
+        await remote.revoke(record, tool, terminate=terminate)
     except Exception:
         logger.warning("revoking tool call %s failed", record.call_id, exc_info=True)
 

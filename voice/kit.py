@@ -97,12 +97,13 @@ class RemoteExecution(Protocol):
     """Runs a tool's calls somewhere else (a Celery worker). ``submit`` hands the call over
     (the engine then waits for the result to arrive through
     ``RealtimeVoiceChannel.deliver_tool_result``); ``revoke`` withdraws a call the engine
-    gave up on (timeout, cancellation, session end). ``record`` is the engine's
+    gave up on: ``terminate`` when it was cancelled (stop it even if it runs), not after a
+    timeout (stop it only if it has not started). ``record`` is the engine's
     ``voice.store.StoredToolCall`` with the store's ``row_id``."""
 
     async def submit(self, record: Any, tool: Tool) -> None: ...
 
-    async def revoke(self, record: Any, tool: Tool) -> None: ...
+    async def revoke(self, record: Any, tool: Tool, *, terminate: bool) -> None: ...
 
 
 BARGE_IN_POLICIES = ("keep", "cancel")

@@ -57,8 +57,8 @@ class ToolBargeIn(models.TextChoices):
 class Tool(models.Model):
     """A function the model may call. ``parameters`` is a JSON Schema object.
 
-    A webhook's signing secret is stored encrypted (``voice.services.tool_set_secret``);
-    only its masked hint is readable.
+    A webhook's signing secret is stored encrypted (``voice.services.tool_create`` /
+    ``tool_update`` with ``secret=``); only its masked hint is readable.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -136,7 +136,10 @@ class Tool(models.Model):
             and not self.encrypted_secret
             and "handler" not in errors
         ):
-            errors["secret"] = ["A webhook tool needs a signing secret (16+ characters)."]
+            errors["secret"] = [
+                "A webhook tool needs a signing secret: the webhook uses it to check that "
+                "requests come from this server."
+            ]
         if not isinstance(self.sample_arguments, dict):
             errors["sample_arguments"] = ["Sample arguments are a JSON object."]
         if errors:

@@ -55,7 +55,7 @@ def tool_create(
     """``secret`` (a webhook's signing key) is stored encrypted; a webhook needs one."""
     tool = Tool(tenant=tenant, name=name.strip(), handler=handler.strip(), **fields)
     if secret:
-        _put_tool_secret(tool, secret)
+        tool_put_secret(tool, secret)
     tool.full_clean()
     tool.save()
     return tool
@@ -67,7 +67,7 @@ def tool_update(*, tenant: Tenant, tool: Tool, secret: str = "", **changes: Any)
     for name, value in changes.items():
         setattr(tool, name, value)
     if secret:
-        _put_tool_secret(tool, secret)
+        tool_put_secret(tool, secret)
     tool.full_clean()
     tool.save()
     return tool
@@ -85,7 +85,8 @@ def tool_clean_secret(secret: str) -> str:
     return secret
 
 
-def _put_tool_secret(tool: Tool, secret: str) -> None:
+def tool_put_secret(tool: Tool, secret: str) -> None:
+    """Set ``tool``'s secret, encrypted (not saved)."""
     secret = tool_clean_secret(secret)
     tool.encrypted_secret = secret_box().encrypt(secret)
     tool.secret_hint = mask_secret(secret)

@@ -44,7 +44,7 @@ class FakeRemote:
 
     def __init__(self, fail: BaseException | None = None) -> None:
         self.submitted: list[StoredToolCall] = []
-        self.revoked: list[str] = []
+        self.revoked: list[tuple[str, bool]] = []
         self.submitted_event = asyncio.Event()
         self.revoked_event = asyncio.Event()
         self.fail = fail
@@ -55,8 +55,8 @@ class FakeRemote:
         if self.fail is not None:
             raise self.fail
 
-    async def revoke(self, record: StoredToolCall, tool: Tool) -> None:
-        self.revoked.append(record.call_id)
+    async def revoke(self, record: StoredToolCall, tool: Tool, *, terminate: bool) -> None:
+        self.revoked.append((record.call_id, terminate))
         self.revoked_event.set()
 
 
@@ -125,7 +125,9 @@ async def test_a_tools_own_timeout_wins_over_the_channel_default() -> None:
 
 async def test_a_slow_tool_says_its_progress_message_after_the_delay() -> None:
     gate = Gate(result="found it")
-    tool = Tool(name="lookup", handler=gate, progress_message="Let me check that…", progress_delay=0)
+    tool = Tool(
+        name="lookup", handler=gate, progress_message="Let me check that…", progress_delay=0
+    )
     channel, provider, transport, _ = build(tool)
     session = await channel.start_session("room-1", "user-1")
     await provider._fire("tool_call", session, "call-1", "lookup", {})
@@ -262,7 +264,7 @@ async def test_a_remote_tool_that_never_answers_times_out_and_is_revoked() -> No
         (session.id, "call-1", error("Tool 'lookup' timed out after 0.05 s"))
     ]
     assert store.tool_calls[(session.id, "call-1")].status == "timed_out"
-    assert remote.revoked == ["call-1"]
+    assert remote.revoked == [("call-1", False)]  # timed out: only if still queued
     # The worker's answer comes too late: nothing waits for it.
     assert not channel.deliver_tool_result(session.id, "call-1", "succeeded", "late")
     assert len(provider.tool_results) == 1
@@ -275,9 +277,7 @@ async def test_a_remote_tool_whose_submission_fails_answers_with_the_reason() ->
 
     await provider.simulate_tool_call(session, "call-1", "lookup", {})
 
-    assert provider.tool_results == [
-        (session.id, "call-1", error("the tool queue is unavailable"))
-    ]
+    assert provider.tool_results == [(session.id, "call-1", error("the tool queue is unavailable"))]
     assert store.tool_calls[(session.id, "call-1")].status == "failed"
 
 
@@ -291,7 +291,7 @@ async def test_ending_the_session_revokes_a_running_remote_call() -> None:
     await channel.end_session(session.id)
     await asyncio.wait_for(remote.revoked_event.wait(), WAIT_S)
 
-    assert remote.revoked == ["call-1"]
+    assert remote.revoked == [("call-1", True)]  # cancelled: stopped even if running
     assert store.tool_calls[(session.id, "call-1")].status == "cancelled"
     assert provider.tool_results == []
     assert not channel.deliver_tool_result(session.id, "call-1", "succeeded", "late")
@@ -309,6 +309,7 @@ async def test_a_provider_cancellation_revokes_a_remote_call_without_an_answer()
     await channel.settle(session)
 
     assert provider.tool_results == []
+    assert remote.revoked == [("call-1", True)]
     assert store.tool_calls[(session.id, "call-1")].status == "cancelled"
     assert statuses(transport, session) == ["running", "cancelled"]
 

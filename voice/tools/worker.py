@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 
 from voice import services
+from voice.kit import ToolError
 from voice.models import DEFAULT_TOOL_RESULT_MAX_LENGTH, SessionState, ToolCall, VoiceSession
 from voice.tools.runner import (
     ToolSpec,
@@ -74,7 +75,8 @@ def _run(row: ToolCall) -> tuple[str, str]:
         logger.warning("tool %s timed out after %ss in the worker", spec.name, spec.timeout_seconds)
         return "timed_out", timeout_text(spec.name, spec.timeout_seconds)
     except Exception as error:
-        logger.warning("tool %s failed in the worker", spec.name, exc_info=True)
+        if not isinstance(error, ToolError):  # a ToolError is an answer, not a fault
+            logger.exception("tool %s raised in the worker", spec.name)
         return "failed", failure_text(spec.name, error)
     return "succeeded", result_text(value)
 
