@@ -374,8 +374,15 @@ function onToolCall(message) {
     ui.toolCalls.append(li);
     toolItems.set(id, li);
   }
-  li.dataset.status = status;
   li.querySelector('.rv-tool-name').textContent = String(message.name || 'tool');
+  if (status === 'progress') {
+    // Still running after the tool's delay: the model was asked to say this to the caller.
+    li.dataset.status = 'running';
+    const said = typeof message.message === 'string' ? message.message : '';
+    li.querySelector('.rv-tool-status').textContent = said ? `still running: “${said}”` : 'still running';
+    return;
+  }
+  li.dataset.status = status;
   li.querySelector('.rv-tool-status').textContent = TOOL_STATUS_TEXT[status] || humanize(status);
 }
 
