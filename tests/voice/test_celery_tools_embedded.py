@@ -15,11 +15,10 @@ from channels.db import database_sync_to_async
 from rooms.models import User
 from tests.fixtures.actors import TenantWorld
 from tests.fixtures.operator_flow import operator_flow
-from tests.fixtures.tools import SignedReceiver, stream_until_answered
-from tests.fixtures.voice_ws import receive_until, ws_connect
+from tests.fixtures.tools import SignedReceiver, session_with_tools, stream_until_answered
 from voice import services as voice_services
 from voice.mock import MockRealtimeProvider
-from voice.models import Tool, ToolCall, ToolExecution
+from voice.models import ToolCall, ToolExecution
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -33,31 +32,6 @@ def receiver() -> Iterator[SignedReceiver]:
     server.close()
 
 
-def _agent_with(world: TenantWorld, *tools: Tool) -> None:
-    agent = voice_services.agent_create(
-        tenant=world.tenant, slug="tools", name="Tools", provider_kind="mock", tools=tools
-    )
-    world.room.default_agent = agent
-    world.room.save(update_fields=["default_agent"])
-
-
-async def _session(
-    world: TenantWorld, user: User, provider_list: list[MockRealtimeProvider]
-) -> Any:
-    communicator, connected = await ws_connect(
-        f"/ws/rooms/{world.room.pk}/voice/?sample_rate=16000", user=user
-    )
-    assert connected
-    started = await receive_until(communicator, "session_started")
-    provider = provider_list[0]
-    return (
-        communicator,
-        str(started["session_id"]),
-        provider,
-        provider.sessions[started["session_id"]],
-    )
-
-
 @pytest.mark.embedded
 async def test_an_eager_celery_tool_runs_in_a_thread_while_audio_flows(
     world_a: TenantWorld, member_a: User, built_providers: list[MockRealtimeProvider]
@@ -69,8 +43,9 @@ async def test_an_eager_celery_tool_runs_in_a_thread_while_audio_flows(
         execution=ToolExecution.CELERY,
         timeout_seconds=10,
     )
-    await database_sync_to_async(_agent_with)(world_a, tool)
-    communicator, session_id, provider, session = await _session(world_a, member_a, built_providers)
+    communicator, session_id, provider, session = await session_with_tools(
+        world_a, member_a, built_providers, tool
+    )
 
     await provider._fire(
         "tool_call", session, "call-1", "slow_lookup", {"order_id": "A1", "seconds": 1}
@@ -99,19 +74,27 @@ async def test_the_operator_path_for_a_celery_webhook_tool_in_the_embedded_defau
     settings: Any,
 ) -> None:
     settings.ROOMVOICE_TOOL_WEBHOOK_ALLOW_PRIVATE = True  # the receiver is plain http, local
-    seen = await operator_flow(
+    call = await operator_flow(
         world_a, owner_a, member_a, built_providers, receiver, execution="celery"
     )
 
-    assert json.loads(seen["result"]) == {"order_id": "A1", "status": "shipped"}
-    assert seen["client_status"] == "succeeded"
-    assert receiver.requests == [
-        ({"tool": "order_status", "call_id": "call-1", "arguments": {"order_id": "A1"}}, True)
-    ]
-    call = seen["call"]
-    assert (call.status, call.execution) == ("succeeded", "celery")
-    assert "order_status" in seen["listing"] and "Succeeded" in seen["listing"]
-    assert "shipped" in seen["detail"] and "call-1" in seen["detail"]
+    assert call.task_id == str(call.pk)  # enqueued (and run eagerly) with the id only
+
+
+async def test_the_operator_path_for_an_inline_webhook_tool(
+    world_a: TenantWorld,
+    owner_a: User,
+    member_a: User,
+    built_providers: list[MockRealtimeProvider],
+    receiver: SignedReceiver,
+    settings: Any,
+) -> None:
+    settings.ROOMVOICE_TOOL_WEBHOOK_ALLOW_PRIVATE = True
+    call = await operator_flow(
+        world_a, owner_a, member_a, built_providers, receiver, execution="inline"
+    )
+
+    assert call.task_id == "" and call.delivered_at is not None
 
 
 async def test_an_inline_webhook_to_a_private_address_is_refused_by_the_ssrf_guard(
@@ -131,8 +114,9 @@ async def test_an_inline_webhook_to_a_private_address_is_refused_by_the_ssrf_gua
         secret=SECRET,
         timeout_seconds=5,
     )
-    await database_sync_to_async(_agent_with)(world_a, tool)
-    communicator, session_id, provider, session = await _session(world_a, member_a, built_providers)
+    communicator, session_id, provider, session = await session_with_tools(
+        world_a, member_a, built_providers, tool
+    )
 
     await provider.simulate_tool_call(session, "call-1", "order_status", {})
     await provider.wait_until(lambda: provider.tool_results, within=10)
@@ -163,8 +147,9 @@ async def test_an_inline_webhook_tool_answers_with_a_signed_request(
         secret=SECRET,
         timeout_seconds=5,
     )
-    await database_sync_to_async(_agent_with)(world_a, tool)
-    communicator, session_id, provider, session = await _session(world_a, member_a, built_providers)
+    communicator, session_id, provider, session = await session_with_tools(
+        world_a, member_a, built_providers, tool
+    )
 
     await provider.simulate_tool_call(session, "call-9", "order_status", {"order_id": "Z9"})
     await provider.wait_until(lambda: provider.tool_results, within=10)

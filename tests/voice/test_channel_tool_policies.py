@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.engine import make_engine
+from tests.fixtures.engine import Gate, make_engine
 from voice.channels import RealtimeVoiceChannel
 from voice.kit import Tool, ToolError, current_tool_call_id
 from voice.mock import MockRealtimeProvider, MockRealtimeTransport
@@ -20,23 +20,6 @@ from voice.store import MemoryStore, StoredToolCall
 pytestmark = [pytest.mark.timeout(10), pytest.mark.asyncio]
 
 WAIT_S = 2.0
-
-
-class Gate:
-    def __init__(self, result: str = "done") -> None:
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-        self.cancelled = False
-        self.result = result
-
-    async def __call__(self, **arguments: Any) -> str:
-        self.entered.set()
-        try:
-            await self.release.wait()
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        return self.result
 
 
 class FakeRemote:

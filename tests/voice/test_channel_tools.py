@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.engine import make_engine
+from tests.fixtures.engine import Gate, make_engine
 from voice.channels import RealtimeVoiceChannel
 from voice.events import ToolCallEvent
 from voice.kit import HookContext, HookResult, HookTrigger, RoomKit, Tool
@@ -45,25 +45,6 @@ class NotifyingProvider(MockRealtimeProvider):
     async def submit_tool_result(self, session: LiveSession, call_id: str, result: str) -> None:
         await super().submit_tool_result(session, call_id, result)
         self.result_submitted.set()
-
-
-class Gate:
-    """A tool handler that waits until released, and says when it started."""
-
-    def __init__(self, result: str = "done") -> None:
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-        self.cancelled = False
-        self.result = result
-
-    async def __call__(self, **arguments: Any) -> str:
-        self.entered.set()
-        try:
-            await self.release.wait()
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        return self.result
 
 
 def build(
