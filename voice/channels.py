@@ -1425,6 +1425,8 @@ class RealtimeVoiceChannel:
         future = runtime.remote_results.get(str(call_id)) if runtime is not None else None
         if future is None or future.done():
             return False
+        if status not in ("succeeded", "failed", "timed_out"):
+            status = "failed"  # an outcome we do not know is not a success
         future.set_result((str(status), str(text)))
         return True
 

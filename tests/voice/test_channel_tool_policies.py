@@ -235,6 +235,20 @@ async def test_a_remote_failure_keeps_the_workers_status_and_text() -> None:
     assert (record.status, record.error) == ("failed", error("no such order"))
 
 
+async def test_an_unknown_remote_status_counts_as_a_failure() -> None:
+    remote = FakeRemote()
+    channel, provider, _, store = build(Tool(name="lookup", remote=remote))
+    session = await channel.start_session("room-1", "user-1")
+    await provider._fire("tool_call", session, "call-1", "lookup", {})
+    await asyncio.wait_for(remote.submitted_event.wait(), WAIT_S)
+
+    assert channel.deliver_tool_result(session.id, "call-1", "great", "{}")
+    await provider.wait_until(lambda: provider.tool_results, within=WAIT_S)
+    await channel.settle(session)
+
+    assert store.tool_calls[(session.id, "call-1")].status == "failed"
+
+
 async def test_a_remote_tool_that_never_answers_times_out_and_is_revoked() -> None:
     remote = FakeRemote()
     channel, provider, _, store = build(Tool(name="lookup", remote=remote, timeout=0.05))
