@@ -187,6 +187,21 @@ def room_create(
     return room
 
 
+def room_update(*, tenant: Tenant, room: Room, **changes: Any) -> Room:
+    """Changes a room's name, metadata or default agent (its key and status have their own
+    rules: the key names it in URLs; see room_set_status)."""
+    _require_tenant(tenant, room, changes.get("default_agent"))
+    allowed = {"name", "metadata", "default_agent"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValidationError({name: "This field cannot be changed here." for name in unknown})
+    for name, value in changes.items():
+        setattr(room, name, value.strip() if name == "name" else value)
+    room.full_clean()
+    room.save(update_fields=[*changes, "updated_at"])
+    return room
+
+
 def room_token_create(
     *,
     tenant: Tenant,

@@ -9,6 +9,7 @@ through ``roomvoice.lib.env``, which refuses malformed values at start-up.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "django_filters",
     "channels",
     "roomvoice",
     "rooms",
     "providers",
     "voice",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -265,10 +269,54 @@ ROOMVOICE_VOICE_AUTHENTICATE = env_str("ROOMVOICE_VOICE_AUTHENTICATE", "")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.tenancy.TenantAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.PerPrincipalThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Page",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "URL_FORMAT_OVERRIDE": None,  # ?format= is the export format, not a renderer switch
 }
+#: Requests per API key (or per logged-in user) and period: "600/min", "20/s", "10000/day".
+ROOMVOICE_API_RATE = env_str("ROOMVOICE_API_RATE", "600/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOMVOICE_API_RATE):
+    raise EnvError("ROOMVOICE_API_RATE", ROOMVOICE_API_RATE, "a rate such as 600/min")
+#: Request bodies above this are refused (413); the API's documents are small.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+)
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "roomvoice API",
+    "DESCRIPTION": "Rooms, channel bindings, room tokens, agents, tools, provider credentials, "
+    "voice sessions, room timelines and tool calls of one tenant. Authenticate with "
+    "`Authorization: Bearer rv_…` (a tenant API key).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# Throttle counters and other short-lived shared state: Redis when there is one (shared by
+# every process), else this process's memory.
+CACHES = (
+    {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "roomvoice",
+        }
+    }
+    if REDIS_URL
+    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+)
 
 # --- Health endpoint ------------------------------------------------------------------------
 

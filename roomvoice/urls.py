@@ -14,4 +14,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("rooms/", include("voice.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
 ]

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.admin",
     "tests.fixtures.browser",
     "tests.fixtures.voice_ws",
+    "tests.fixtures.api",
 ]

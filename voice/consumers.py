@@ -226,6 +226,35 @@ class VoiceConsumer(_RefusingConsumer):
             reason = str(event.get("reason") or "ended_by_operator")
             self._spawn(voice.end_session(link.session, reason=reason), name="voice-end")
 
+    async def voice_reconfigure(self, event: dict[str, Any]) -> None:
+        """``{"type": "voice.reconfigure", ...}`` (``voice_session_request_reconfigure``): an
+        operator changes the live session's prompt, voice, temperature, options or tools."""
+        voice, link = self.voice, self.link
+        changes = event.get("changes")
+        if voice is None or link is None or link.session is None or not isinstance(changes, dict):
+            return
+        if str(event.get("session_id")) != link.session.id:
+            return
+        self._spawn(self._reconfigure(voice, link.session, changes), name="voice-reconfigure")
+
+    async def _reconfigure(
+        self, voice: RealtimeVoiceChannel, session: Any, changes: dict[str, Any]
+    ) -> None:
+        options: dict[str, Any] = {
+            name: changes[name]
+            for name in ("system_prompt", "voice", "temperature", "provider_config")
+            if name in changes
+        }
+        if "tools" in changes and isinstance(voice.store, DjangoStore):
+            options["tools"] = await database_sync_to_async(_tools_named)(
+                voice.store.tenant, list(changes["tools"])
+            )
+        try:
+            await voice.reconfigure_session(session, **options)
+        except Exception:
+            # The operator's request, not the caller's doing: logged, the call goes on.
+            logger.warning("reconfiguring session %s failed", session.id, exc_info=True)
+
     async def tool_result(self, event: dict[str, Any]) -> None:
         """``{"type": "tool.result", ...}`` on this host's channel: a Celery tool call's
         result (``voice.tools.worker``) for the live session. One that nothing waits for any
@@ -330,6 +359,15 @@ class VoiceConsumer(_RefusingConsumer):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _tools_named(tenant: Any, names: list[str]) -> list[Any]:
+    from voice.agents import tool_for
+    from voice.models import Tool
+    from voice.tools.runner import ToolSpec
+
+    rows = Tool.objects.filter(tenant=tenant, name__in=names, enabled=True).order_by("name")
+    return [tool_for(ToolSpec.from_row(row)) for row in rows]
 
 
 def _room_state(room_pk: Any) -> dict[str, Any]:

@@ -316,6 +316,50 @@ def voice_session_request_end(
     return True
 
 
+VOICE_RECONFIGURE = "voice.reconfigure"  # the message a session host reconfigures one on
+RECONFIGURABLE = frozenset({"system_prompt", "voice", "temperature", "provider_config", "tools"})
+
+
+def voice_session_request_reconfigure(
+    *, tenant: Tenant, session_id: uuid.UUID | str, changes: dict[str, Any]
+) -> bool:
+    """Ask the process holding a live session to change its prompt, voice, temperature,
+    provider options or tools (tool names of the tenant, or [] for none), after commit, over
+    its host channel. False when the session is unknown in the tenant, ended, or has no host."""
+    unknown = sorted(set(changes) - RECONFIGURABLE)
+    if unknown or not changes:
+        raise ValidationError(
+            {name: "Not something a live session can change." for name in unknown}
+            or {"non_field_errors": "Name at least one change."}
+        )
+    if "tools" in changes:
+        names = list(changes["tools"])
+        found = set(
+            Tool.objects.filter(tenant=tenant, name__in=names).values_list("name", flat=True)
+        )
+        missing = sorted(set(names) - found)
+        if missing:
+            raise ValidationError({"tools": f"No such tools: {', '.join(missing)}."})
+    row = (
+        VoiceSession.objects.filter(pk=session_id, tenant=tenant)
+        .exclude(state=SessionState.ENDED)
+        .values("host_channel_name")
+        .first()
+    )
+    if row is None or not row["host_channel_name"]:
+        return False
+    host = row["host_channel_name"]
+    message = {"type": VOICE_RECONFIGURE, "session_id": str(session_id), "changes": changes}
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.send)(host, message)
+
+    transaction.on_commit(send)
+    return True
+
+
 def voice_session_set_resumption(
     *, tenant: Tenant, session_id: uuid.UUID | str, handle: str
 ) -> None:
