@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 
 
@@ -9,6 +11,10 @@ class Page(LimitOffsetPagination):
 
     default_limit = 50
     max_limit = 200
+    max_offset = 10**12  # beyond any real table; a larger one would overflow the database
+
+    def get_offset(self, request: Any) -> int:
+        return min(super().get_offset(request), self.max_offset)
 
 
 class EventCursor(CursorPagination):

@@ -132,6 +132,11 @@ class RoomChildMixin(TenantScopedMixin):
 
     kwargs: dict[str, Any]
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        # Before anything reads the body: another tenant's room is a 404, never a 400.
+        _ = self.room
+
     @property
     def room(self) -> Room:
         cached: Room | None = getattr(self, "_room", None)
@@ -322,7 +327,9 @@ class EventFilter(filters.FilterSet):
     kind = filters.ChoiceFilter(choices=EventKind.choices)
     role = filters.ChoiceFilter(choices=EventRole.choices)
     session = filters.UUIDFilter(field_name="session_id")
-    after_index = filters.NumberFilter(field_name="index", lookup_expr="gt")
+    after_index = filters.NumberFilter(
+        field_name="index", lookup_expr="gt", min_value=0, max_value=2**62
+    )
 
     class Meta:
         model = RoomEvent

@@ -3,6 +3,7 @@ process that holds it, over its host channel)."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from django_filters import rest_framework as filters
@@ -51,12 +52,27 @@ class SessionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    """An ISO 8601 time with any offset Python accepts, compared in UTC (PostgreSQL refuses
+    offsets beyond ±15:59 that Python parses)."""
+
+    def filter(self, qs: Any, value: Any) -> Any:
+        if value is not None:
+            try:
+                value = value.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise serializers.ValidationError(
+                    {str(self.field_name): ["Out of range once converted to UTC."]}
+                ) from None
+        return super().filter(qs, value)
+
+
 class SessionFilter(filters.FilterSet):
     room = filters.UUIDFilter(field_name="room_id")
     agent = filters.CharFilter(field_name="agent__slug")
     state = filters.ChoiceFilter(choices=SessionState.choices)
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     participant = filters.CharFilter(field_name="participant_id")
 
     class Meta:

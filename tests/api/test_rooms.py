@@ -462,3 +462,27 @@ def test_reconfigure_validates_and_refuses_an_ended_or_hostless_session(
     assert tools.status_code == 400 and "tools" in error_of(tools)["fields"]
     hostless = api_a.post(url, {"voice": "alloy"}, format="json")
     assert hostless.status_code == 409
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"after_index": "99999999999999999999999"},
+        {"after_index": "-1"},
+        {"offset": "99999999999999999999999"},
+        {"limit": "0"},
+    ],
+)
+def test_out_of_range_query_values_are_answered_not_crashed(
+    query: dict[str, str], world_a: TenantWorld, api_a: APIClient
+) -> None:
+    events = api_a.get(_room_url(world_a, "events/"), query)
+    rooms = api_a.get(f"{V1}/rooms/", query)
+    assert events.status_code in (200, 400) and rooms.status_code in (200, 400)
+
+
+def test_a_time_offset_postgresql_refuses_is_still_answered(
+    world_a: TenantWorld, api_a: APIClient
+) -> None:
+    response = api_a.get(f"{V1}/sessions/", {"created_after": "2030-01-03T04:27:01.5-17:58"})
+    assert response.status_code == 200
