@@ -6,12 +6,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter, SimpleRouter
 
-from api.views import rooms, sessions
+from api.views import config, rooms, sessions
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("rooms", rooms.RoomViewSet, basename="room")
 router.register("sessions", sessions.SessionViewSet, basename="session")
+config.register(router)  # agents, tools, credentials, tool-calls
 
 room_router = SimpleRouter(trailing_slash=True)
 room_router.register("bindings", rooms.BindingViewSet, basename="room-binding")

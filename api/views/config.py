@@ -135,6 +135,9 @@ class AgentViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: ignore[ty
     serializer_class = AgentSerializer
     filterset_class = AgentFilter
     lookup_field = "slug"
+    # Any one path segment reaches the view (a JSON 404 for a slug that cannot exist), not
+    # the router's default that stops at a ".".
+    lookup_value_regex = "[^/]+"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     @idempotent
@@ -238,6 +241,7 @@ class ToolViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: ignore[typ
     serializer_class = ToolSerializer
     filterset_class = ToolFilter
     lookup_field = "name"
+    lookup_value_regex = "[^/]+"  # as for agents: a JSON 404 for any name that is not one
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     @idempotent
@@ -256,10 +260,12 @@ class ToolViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: ignore[typ
 
     @extend_schema(request=ToolTestSerializer, responses=ToolTestResultSerializer)
     @action(detail=True, methods=["post"])
+    @idempotent
     def test(self, request: Request, name: str | None = None) -> Response:
         """Run the tool once, exactly as a session would (same timeout, error texts and
         truncation), and return what the model would receive. It has the tool's side
-        effects (a webhook call, a handler that writes), so it needs write access."""
+        effects (a webhook call, a handler that writes), so it needs write access, and a
+        retry with the same Idempotency-Key gets the first run's answer (no second run)."""
         tool = self.get_object()
         serializer = ToolTestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -267,7 +273,8 @@ class ToolViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: ignore[typ
         # The admin's "test this tool" check: the arguments against the tool's parameters.
         form = ToolTrialForm({"arguments": json.dumps(arguments)}, tool=tool)
         if not form.is_valid():
-            raise serializers.ValidationError({"arguments": form.errors["arguments"]})
+            messages = [str(message) for message in form.errors["arguments"]]
+            raise serializers.ValidationError({"arguments": messages})
         try:
             spec = ToolSpec.from_row(tool)
         except SecretDecryptionError:
@@ -363,6 +370,7 @@ class CredentialViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: igno
 
     @extend_schema(request=RotateSerializer, responses=CredentialSerializer)
     @action(detail=True, methods=["post"])
+    @idempotent
     def rotate(self, request: Request, pk: str | None = None) -> Response:
         """Replace the secret (a new vendor key); live sessions keep the one they opened
         with."""
