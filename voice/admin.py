@@ -23,8 +23,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from rooms.admin_base import ReadOnlyAdmin, TenantScopedAdmin
 from roomvoice.lib.secrets import SecretDecryptionError
@@ -37,6 +35,7 @@ from voice.models import (
     VoiceSession,
 )
 from voice.tools.runner import ToolSpec, TrialOutcome, try_tool
+from voice.validation import tool_argument_problems
 
 
 class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -174,29 +173,12 @@ class ToolTrialForm(forms.Form):
     def clean_arguments(self) -> dict[str, Any]:
         text: str = self.cleaned_data.get("arguments", "") or "{}"
         try:
-            arguments = json.loads(text)
+            arguments: dict[str, Any] = json.loads(text)
         except ValueError as error:
             raise forms.ValidationError(f"Not valid JSON: {error}") from None
-        if not isinstance(arguments, dict):
-            raise forms.ValidationError('The arguments must be a JSON object, e.g. {"city": "x"}.')
-        schema = self.tool.parameters or {"type": "object", "properties": {}}
-        try:
-            validator = Draft202012Validator(schema)
-            errors = sorted(
-                validator.iter_errors(arguments), key=lambda error: list(map(str, error.path))
-            )
-        except SchemaError:
-            raise forms.ValidationError(
-                "The tool's parameters are not a valid JSON Schema: fix the tool first."
-            ) from None
-        if errors:
-            raise forms.ValidationError(
-                [
-                    "/".join(str(part) for part in error.absolute_path or ["(top level)"])
-                    + f": {error.message}"
-                    for error in errors
-                ]
-            )
+        problems = tool_argument_problems(self.tool.parameters, arguments)
+        if problems:
+            raise forms.ValidationError(problems)
         return arguments
 
 

@@ -65,3 +65,23 @@ def validate_tool_handler(kind: str, handler: str) -> None:
             raise ValueError("Put webhook credentials in the tool's secret, not in the URL.")
     else:
         raise ValueError(f"Unknown handler kind {kind!r}.")
+
+
+def tool_argument_problems(parameters: Any, arguments: Any) -> list[str]:
+    """What is wrong with ``arguments`` for a tool with ``parameters`` ("path: message"
+    lines; empty when they fit). The admin's and the API's "test this tool" share it."""
+    if not isinstance(arguments, dict):
+        return ['The arguments must be a JSON object, e.g. {"city": "x"}.']
+    schema = parameters or {"type": "object", "properties": {}}
+    try:
+        errors = sorted(
+            Draft202012Validator(schema).iter_errors(arguments),
+            key=lambda error: list(map(str, error.path)),
+        )
+    except SchemaError:
+        return ["The tool's parameters are not a valid JSON Schema: fix the tool first."]
+    return [
+        "/".join(str(part) for part in error.absolute_path or ["(top level)"])
+        + f": {error.message}"
+        for error in errors
+    ]

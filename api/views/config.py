@@ -9,7 +9,6 @@ Secrets are write-only: a response shows ``secret_hint`` (masked), never the sec
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -31,7 +30,6 @@ from providers import services as provider_services
 from providers.models import ProviderCredential, ProviderKind
 from roomvoice.lib.secrets import SecretDecryptionError
 from voice import services as voice_services
-from voice.admin import ToolTrialForm
 from voice.models import (
     DEFAULT_TOOL_RESULT_MAX_LENGTH,
     Agent,
@@ -42,6 +40,7 @@ from voice.models import (
     ToolHandlerKind,
 )
 from voice.tools.runner import ToolSpec, try_tool
+from voice.validation import tool_argument_problems
 
 
 def _tenant_of(serializer: serializers.BaseSerializer) -> Any:  # type: ignore[type-arg]
@@ -270,20 +269,16 @@ class ToolViewSet(TenantScopedMixin, viewsets.ModelViewSet):  # type: ignore[typ
         serializer = ToolTestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         arguments = serializer.validated_data.get("arguments", tool.sample_arguments)
-        # The admin's "test this tool" check: the arguments against the tool's parameters.
-        form = ToolTrialForm({"arguments": json.dumps(arguments)}, tool=tool)
-        if not form.is_valid():
-            messages = [str(message) for message in form.errors["arguments"]]
-            raise serializers.ValidationError({"arguments": messages})
+        problems = tool_argument_problems(tool.parameters, arguments)
+        if problems:
+            raise serializers.ValidationError({"arguments": problems})
         try:
             spec = ToolSpec.from_row(tool)
         except SecretDecryptionError:
             raise Conflict(
                 "The tool's secret cannot be decrypted with the server's keys: set it again."
             ) from None
-        outcome = async_to_sync(try_tool)(
-            spec, form.cleaned_data["arguments"], limit=DEFAULT_TOOL_RESULT_MAX_LENGTH
-        )
+        outcome = async_to_sync(try_tool)(spec, arguments, limit=DEFAULT_TOOL_RESULT_MAX_LENGTH)
         body = {
             "status": outcome.status,
             "result": outcome.text,
