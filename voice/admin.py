@@ -29,6 +29,7 @@ from roomvoice.lib.secrets import SecretDecryptionError
 from voice import services
 from voice.models import (
     DEFAULT_TOOL_RESULT_MAX_LENGTH,
+    TOOL_EDITABLE_FIELDS,
     Agent,
     Tool,
     ToolCall,
@@ -98,21 +99,7 @@ class AgentAdmin(TenantScopedAdmin):
 
 # --- Tools ----------------------------------------------------------------------------------
 
-TOOL_MODEL_FIELDS = (
-    "tenant",
-    "name",
-    "description",
-    "parameters",
-    "handler_kind",
-    "handler",
-    "execution",
-    "timeout_seconds",
-    "on_barge_in",
-    "progress_message",
-    "progress_delay_seconds",
-    "sample_arguments",
-    "enabled",
-)
+TOOL_MODEL_FIELDS = ("tenant", *TOOL_EDITABLE_FIELDS)
 
 
 def _tool_calls_url(**filters: Any) -> str:

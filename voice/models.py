@@ -49,6 +49,23 @@ class ToolExecution(models.TextChoices):
     CELERY = "celery", "Celery worker (queue 'tools')"
 
 
+#: What an operator edits on a Tool (the admin and the API), besides its tenant and secret.
+TOOL_EDITABLE_FIELDS = (
+    "name",
+    "description",
+    "parameters",
+    "handler_kind",
+    "handler",
+    "execution",
+    "timeout_seconds",
+    "on_barge_in",
+    "progress_message",
+    "progress_delay_seconds",
+    "sample_arguments",
+    "enabled",
+)
+
+
 class ToolBargeIn(models.TextChoices):
     KEEP = "keep", "Keep running (the answer arrives after the interruption)"
     CANCEL = "cancel", "Cancel the call when the caller starts speaking"

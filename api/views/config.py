@@ -32,6 +32,7 @@ from roomvoice.lib.secrets import SecretDecryptionError
 from voice import services as voice_services
 from voice.models import (
     DEFAULT_TOOL_RESULT_MAX_LENGTH,
+    TOOL_EDITABLE_FIELDS,
     Agent,
     Tool,
     ToolCall,
@@ -168,24 +169,7 @@ class ToolSerializer(StrictModelSerializer):
 
     class Meta:
         model = Tool
-        fields = [
-            "name",
-            "description",
-            "parameters",
-            "handler_kind",
-            "handler",
-            "execution",
-            "timeout_seconds",
-            "on_barge_in",
-            "progress_message",
-            "progress_delay_seconds",
-            "sample_arguments",
-            "enabled",
-            "secret",
-            "secret_hint",
-            "created_at",
-            "updated_at",
-        ]
+        fields = [*TOOL_EDITABLE_FIELDS, "secret", "secret_hint", "created_at", "updated_at"]
         read_only_fields = ["secret_hint", "created_at", "updated_at"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

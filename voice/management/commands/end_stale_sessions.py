@@ -55,7 +55,12 @@ def stale_sessions(bounds: Bounds) -> QuerySet[VoiceSession]:
 
 
 def _last_activity(session: Any) -> datetime:
-    times = [session.created_at, session.activated_at, session.last_event_at, session.last_call_at]
+    times: list[datetime | None] = [
+        session.created_at,
+        session.activated_at,
+        session.last_event_at,
+        session.last_call_at,
+    ]
     return max(moment for moment in times if moment is not None)
 
 
