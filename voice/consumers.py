@@ -44,6 +44,7 @@ from voice.agents import channel_for_agent
 from voice.channels import RealtimeVoiceChannel
 from voice.control import RoomControlListener
 from voice.django_store import DjangoStore
+from voice.host import apply_reconfigure, handle_tool_result, reconfigure_changes
 from voice.models import SessionState, VoiceSession
 from voice.protocol import (
     CLOSE_FLOODED,
@@ -54,7 +55,6 @@ from voice.protocol import (
     parse_audio_format,
     parse_sample_rate,
 )
-from voice.services import tool_call_store_late
 from voice.transports.websocket import (
     ClientLink,
     WebSocketRealtimeTransport,
@@ -227,52 +227,26 @@ class VoiceConsumer(_RefusingConsumer):
             self._spawn(voice.end_session(link.session, reason=reason), name="voice-end")
 
     async def voice_reconfigure(self, event: dict[str, Any]) -> None:
-        """``{"type": "voice.reconfigure", ...}`` (``voice_session_request_reconfigure``): an
-        operator changes the live session's prompt, voice, temperature, options or tools."""
+        """``{"type": "voice.reconfigure", ...}``: see :mod:`voice.host`."""
         voice, link = self.voice, self.link
-        changes = event.get("changes")
-        if voice is None or link is None or link.session is None or not isinstance(changes, dict):
+        if voice is None or link is None or link.session is None:
             return
-        if str(event.get("session_id")) != link.session.id:
-            return
-        self._spawn(self._reconfigure(voice, link.session, changes), name="voice-reconfigure")
+        changes = reconfigure_changes(event, link.session)
+        if changes is not None:
+            self._spawn(self._reconfigure(voice, link.session, changes), name="voice-reconfigure")
 
     async def _reconfigure(
         self, voice: RealtimeVoiceChannel, session: Any, changes: dict[str, Any]
     ) -> None:
-        options: dict[str, Any] = {
-            name: changes[name]
-            for name in ("system_prompt", "voice", "temperature", "provider_config")
-            if name in changes
-        }
-        if "tools" in changes and isinstance(voice.store, DjangoStore):
-            options["tools"] = await database_sync_to_async(_tools_named)(
-                voice.store.tenant, list(changes["tools"])
-            )
         try:
-            await voice.reconfigure_session(session, **options)
+            await apply_reconfigure(voice, session, changes)
         except Exception:
             # The operator's request, not the caller's doing: logged, the call goes on.
             logger.warning("reconfiguring session %s failed", session.id, exc_info=True)
 
     async def tool_result(self, event: dict[str, Any]) -> None:
-        """``{"type": "tool.result", ...}`` on this host's channel: a Celery tool call's
-        result (``voice.tools.worker``) for the live session. One that nothing waits for any
-        more (timed out, cancelled, session over) is stored on its ToolCall as late."""
-        voice = self.voice
-        fields = ("session_id", "call_id", "tool_call_id", "status", "result")
-        if not all(isinstance(event.get(name), str) for name in fields):
-            logger.warning("malformed tool.result message ignored")
-            return
-        delivered = voice is not None and voice.deliver_tool_result(
-            event["session_id"], event["call_id"], event["status"], event["result"]
-        )
-        if not delivered and voice is not None and isinstance(voice.store, DjangoStore):
-            await database_sync_to_async(tool_call_store_late)(
-                tenant=voice.store.tenant,
-                tool_call_id=event["tool_call_id"],
-                result=event["result"],
-            )
+        """``{"type": "tool.result", ...}``: see :mod:`voice.host`."""
+        await handle_tool_result(self.voice, event)
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -359,15 +333,6 @@ class VoiceConsumer(_RefusingConsumer):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _tools_named(tenant: Any, names: list[str]) -> list[Any]:
-    from voice.agents import tool_for
-    from voice.models import Tool
-    from voice.tools.runner import ToolSpec
-
-    rows = Tool.objects.filter(tenant=tenant, name__in=names, enabled=True).order_by("name")
-    return [tool_for(ToolSpec.from_row(row)) for row in rows]
 
 
 def _room_state(room_pk: Any) -> dict[str, Any]:

@@ -98,11 +98,8 @@ def _fill(route: str, url_name: str, objects: dict[str, str]) -> str:
         (name for name in sorted(objects, key=len, reverse=True) if basename.startswith(name)),
         None,
     )
-    values = {"room_pk": objects["room"]}
-    for key in ("pk", "slug", "name", "id"):
-        if owner is not None:
-            values[key] = objects[owner]
-    return route.format(**values)
+    detail = objects[owner] if owner is not None else ""
+    return route.format(room_pk=objects["room"], pk=detail, slug=detail, name=detail)
 
 
 def _object_routes() -> list[tuple[str, str]]:

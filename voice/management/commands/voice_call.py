@@ -44,8 +44,9 @@ from voice.agents import channel_for_agent
 from voice.channels import RealtimeVoiceChannel
 from voice.control import RoomControlListener
 from voice.django_store import DjangoStore
+from voice.host import apply_reconfigure, handle_tool_result, reconfigure_changes
 from voice.models import MAX_SAMPLE_RATE, EndReason, TransportKind, VoiceSession
-from voice.services import VOICE_END, VOICE_RECONFIGURE, tool_call_store_late
+from voice.services import VOICE_END, VOICE_RECONFIGURE
 from voice.session import LiveSession
 from voice.store import StoredToolCall
 from voice.transports.base import RealtimeTransport
@@ -329,42 +330,11 @@ class Host:
             self.state.stop_reason = str(message.get("reason") or EndReason.ENDED_BY_OPERATOR)
             self.state.touch()
         elif kind == "tool.result":
-            fields = ("session_id", "call_id", "tool_call_id", "status", "result")
-            if not all(isinstance(message.get(name), str) for name in fields):
-                logger.warning("malformed tool.result message ignored")
-                return
-            delivered = channel.deliver_tool_result(
-                message["session_id"], message["call_id"], message["status"], message["result"]
-            )
-            if not delivered:
-                await database_sync_to_async(tool_call_store_late)(
-                    tenant=self.store.tenant,
-                    tool_call_id=message["tool_call_id"],
-                    result=message["result"],
-                )
+            await handle_tool_result(channel, message)
         elif kind == VOICE_RECONFIGURE:
-            changes = message.get("changes")
-            if str(message.get("session_id")) != session.id or not isinstance(changes, dict):
-                return
-            options = {
-                name: changes[name]
-                for name in ("system_prompt", "voice", "temperature", "provider_config")
-                if name in changes
-            }
-            if "tools" in changes:
-                options["tools"] = await database_sync_to_async(_tools_named)(
-                    self.store.tenant, list(changes["tools"])
-                )
-            await channel.reconfigure_session(session, **options)
-
-
-def _tools_named(tenant: Any, names: list[str]) -> list[Any]:
-    from voice.agents import tool_for
-    from voice.models import Tool
-    from voice.tools.runner import ToolSpec
-
-    rows = Tool.objects.filter(tenant=tenant, name__in=names, enabled=True).order_by("name")
-    return [tool_for(ToolSpec.from_row(row)) for row in rows]
+            changes = reconfigure_changes(message, session)
+            if changes is not None:
+                await apply_reconfigure(channel, session, changes)
 
 
 @dataclass(frozen=True, slots=True)
