@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "rooms",
     "providers",
     "voice",
+    "telephony",
     "api",
 ]
 
@@ -264,6 +265,29 @@ ROOMVOICE_TOOL_WEBHOOK_MAX_BYTES = env_int(
 # A dotted path to ``async def authenticate(connection) -> dict | None``: admits voice
 # callers who have neither a login nor a room token (docs/protocol.md).
 ROOMVOICE_VOICE_AUTHENTICATE = env_str("ROOMVOICE_VOICE_AUTHENTICATE", "")
+
+# --- Telephony (telephony/, README "Phone calls") -------------------------------------------
+
+#: ``manage.py runsip``: where it listens (UDP and TCP), the address it puts in SDP and
+#: Contact (the public one behind NAT; blank: the bind address, or this host's when that is
+#: 0.0.0.0), the RTP port range, and how many calls it holds at once (then 486 Busy Here).
+ROOMVOICE_SIP_BIND = env_str("ROOMVOICE_SIP_BIND", "0.0.0.0:5060")
+ROOMVOICE_SIP_ADVERTISED_IP = env_str("ROOMVOICE_SIP_ADVERTISED_IP", "")
+ROOMVOICE_SIP_RTP_PORTS = env_str("ROOMVOICE_SIP_RTP_PORTS", "20000-20999")
+ROOMVOICE_SIP_MAX_CALLS = env_int("ROOMVOICE_SIP_MAX_CALLS", 50, minimum=1, maximum=10_000)
+#: Sources allowed for numbers without a trunk (addresses or CIDR networks).
+ROOMVOICE_SIP_ALLOWED_SOURCES = env_list("ROOMVOICE_SIP_ALLOWED_SOURCES", ["127.0.0.0/8", "::1"])
+#: Codecs offered, best first (G722 is 16 kHz wideband; PCMU/PCMA are 8 kHz G.711).
+ROOMVOICE_SIP_CODECS = env_list("ROOMVOICE_SIP_CODECS", ["G722", "PCMU", "PCMA"])
+#: A call that sends no RTP for this long is ended (seconds); RFC 4028 session interval.
+ROOMVOICE_SIP_RTP_TIMEOUT_S = env_int("ROOMVOICE_SIP_RTP_TIMEOUT_S", 30, minimum=1, maximum=3600)
+ROOMVOICE_SIP_SESSION_EXPIRES_S = env_int(
+    "ROOMVOICE_SIP_SESSION_EXPIRES_S", 1800, minimum=90, maximum=86_400
+)
+ROOMVOICE_SIP_REALM = env_str("ROOMVOICE_SIP_REALM", "roomvoice")
+#: The site's public base URL (https://voice.example.com): what Twilio calls and signs, and
+#: where its media stream connects. Blank: taken from each request's Host and scheme.
+ROOMVOICE_PUBLIC_URL = env_str("ROOMVOICE_PUBLIC_URL", "").rstrip("/")
 
 # --- REST framework -------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from voice.audio import (
 from voice.events import (
     AudioLevelEvent,
     BargeInEvent,
+    DtmfEvent,
     ProviderErrorEvent,
     SessionEndedEvent,
     SessionStartedEvent,
@@ -75,6 +76,7 @@ PRECONNECT_MAX_BYTES = 1 << 20  # ≈ 32 s of 16 kHz PCM16 while the provider co
 INBOUND_QUEUE_FRAMES = 100  # ≈ 2 s of 20 ms frames
 OUTBOUND_QUEUE_CHUNKS = 500  # ≈ 10 s of provider audio
 SETTLE_TIMEOUT_S = 30.0
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 CONTROL_DRAIN_TIMEOUT_S = 5.0  # how long an ending session waits for queued transcripts
 
 ToolHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -1400,6 +1402,29 @@ class RealtimeVoiceChannel:
             await self.store.provider_reconnected(session, dict(info))
         except Exception:
             logger.exception("could not record the provider reconnect")
+
+    async def receive_dtmf(
+        self, session: LiveSession | str, digit: str, duration_ms: int | None = None
+    ) -> bool:
+        """A key the caller pressed on a phone (the SIP and Twilio transports call this):
+        recorded on the room's timeline and handed to ``ON_DTMF`` hooks, which may act on it
+        (``channel.inject_text`` to tell the model, say). Not sent to the model by itself:
+        what a key means is the application's to decide. False for an unknown digit or a
+        session that is not live."""
+        session_id = session if isinstance(session, str) else session.id
+        runtime = self._runtimes.get(session_id)
+        digit = str(digit).upper()
+        if runtime is None or runtime.ending or len(digit) != 1 or digit not in DTMF_DIGITS:
+            return False
+        if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 0:
+            duration_ms = None
+        live = runtime.session
+        self._fire(HookTrigger.ON_DTMF, DtmfEvent(live, digit, duration_ms), live)
+        try:
+            await self.store.dtmf(live, digit, duration_ms)
+        except Exception:
+            logger.exception("could not record the key the caller pressed")
+        return True
 
     def _on_tool_cancel(self, session: LiveSession, call_ids: Any) -> None:
         """The model cancelled tool calls (Gemini, on barge-in): stop them; no result goes

@@ -238,21 +238,28 @@ class DjangoStore(SessionStore):
             f"The provider connection was restored ({info.get('reason', 'unknown')}, "
             f"{info.get('gap_ms', '?')} ms)."
         )
-        record = StoredSystemEvent(session.id, text, metadata={"reconnect": info})
-        pending = self._pending.get(session.id)
-        if pending is None:
-            await self._write(session.id, [record])
-            return
-        pending.append(record)
-        self._wakeups[session.id].set()
+        await self._queue(StoredSystemEvent(session.id, text, metadata={"reconnect": info}))
 
-    async def transcript_corrected(self, record: StoredCorrection) -> None:
+    async def dtmf(self, session: LiveSession, digit: str, duration_ms: int | None) -> None:
+        await self._queue(
+            StoredSystemEvent(
+                session.id,
+                f"The caller pressed {digit}.",
+                metadata={"dtmf": {"digit": digit, "duration_ms": duration_ms}},
+            )
+        )
+
+    async def _queue(self, record: StoredSystemEvent | StoredCorrection) -> None:
+        """Behind the session's transcripts when its writer runs; at once when it does not."""
         pending = self._pending.get(record.session_id)
         if pending is None:
             await self._write(record.session_id, [record])
             return
         pending.append(record)
         self._wakeups[record.session_id].set()
+
+    async def transcript_corrected(self, record: StoredCorrection) -> None:
+        await self._queue(record)
 
     async def resumption_handle(self, session: LiveSession, handle: str) -> None:
         await database_sync_to_async(voice_services.voice_session_set_resumption)(

@@ -111,3 +111,17 @@ class ProviderErrorEvent:
     message: str
     fatal: bool
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    """A key the caller pressed on a phone (RFC 4733 telephone-event, or Twilio's ``dtmf``):
+    ``digit`` is one of 0-9, *, #, A-D; ``duration_ms`` is None when the network does not say."""
+
+    session: LiveSession
+    digit: str
+    duration_ms: int | None = None
+
+    @property
+    def room_id(self) -> str:
+        return self.session.room_id

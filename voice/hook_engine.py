@@ -68,6 +68,7 @@ class HookTrigger(StrEnum):
     ON_INPUT_AUDIO_LEVEL = "on_input_audio_level"
     ON_OUTPUT_AUDIO_LEVEL = "on_output_audio_level"
     ON_ERROR = "on_error"
+    ON_DTMF = "on_dtmf"
 
 
 class HookExecution(StrEnum):

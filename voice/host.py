@@ -1,5 +1,5 @@
 """What a session host does with the messages its channel receives (DESIGN §6), shared by
-every host: the WebSocket consumer and ``manage.py voice_call`` (SIP next).
+every host: the WebSocket consumers, ``manage.py voice_call`` and ``manage.py runsip``.
 
 - ``tool.result`` (``voice.tools.worker``): a Celery tool call's result for a live session;
   one that nothing waits for any more is stored on its ToolCall as late.
@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 
 from voice.channels import RealtimeVoiceChannel
 from voice.django_store import DjangoStore
-from voice.services import tool_call_store_late
+from voice.services import VOICE_END, VOICE_RECONFIGURE, tool_call_store_late
 from voice.session import LiveSession
 
 logger = logging.getLogger(__name__)
@@ -68,3 +68,30 @@ def _tools_named(tenant: Any, names: list[str]) -> list[Any]:
 
     rows = Tool.objects.filter(tenant=tenant, name__in=names, enabled=True).order_by("name")
     return [tool_for(ToolSpec.from_row(row)) for row in rows]
+
+
+async def serve_host_channel(
+    layer: Any,
+    name: str,
+    channel: RealtimeVoiceChannel,
+    session: LiveSession,
+    *,
+    on_end: Any,
+) -> None:
+    """A session host's receive loop on ``name``, for hosts that are not Channels consumers
+    (``voice_call``, ``runsip``): ``voice.end`` calls ``await on_end(reason)``; tool results
+    and reconfigure requests are applied here. Runs until cancelled."""
+    while True:
+        message = await layer.receive(name)
+        kind = message.get("type")
+        try:
+            if kind == VOICE_END:
+                await on_end(str(message.get("reason") or "ended_by_operator"))
+            elif kind == "tool.result":
+                await handle_tool_result(channel, message)
+            elif kind == VOICE_RECONFIGURE:
+                changes = reconfigure_changes(message, session)
+                if changes is not None:
+                    await apply_reconfigure(channel, session, changes)
+        except Exception:
+            logger.exception("host message %s could not be handled", kind)

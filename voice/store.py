@@ -134,6 +134,10 @@ class SessionStore:
         """A final transcript was corrected by the vendor after it was stored."""
         return None
 
+    async def dtmf(self, session: LiveSession, digit: str, duration_ms: int | None) -> None:
+        """The caller pressed a key (a phone call): a line on the room's timeline."""
+        return None
+
     async def resumption_handle(self, session: LiveSession, handle: str) -> None:
         """The newest handle resuming the vendor session (``session.resumption_handle``)."""
         return None
@@ -153,6 +157,7 @@ class MemoryStore(SessionStore):
         self.transcripts: list[StoredTranscript] = []
         self.tool_calls: dict[tuple[str, str], StoredToolCall] = {}
         self.reconnects: list[tuple[str, dict[str, Any]]] = []
+        self.dtmf_digits: list[tuple[str, str, int | None]] = []
 
     async def load_binding(self, session: LiveSession) -> BindingSnapshot:
         return self.bindings.get((session.room_id, session.participant_id), BindingSnapshot())
@@ -174,6 +179,9 @@ class MemoryStore(SessionStore):
 
     async def provider_reconnected(self, session: LiveSession, info: dict[str, Any]) -> None:
         self.reconnects.append((session.id, info))
+
+    async def dtmf(self, session: LiveSession, digit: str, duration_ms: int | None) -> None:
+        self.dtmf_digits.append((session.id, digit, duration_ms))
 
     async def transcript_corrected(self, record: StoredCorrection) -> None:
         for stored in reversed(self.transcripts):
