@@ -50,7 +50,9 @@ def sip_settings(options: dict[str, Any]) -> SipSettings:
         codecs = parse_codecs(settings.ROOMVOICE_SIP_CODECS)
     except ValueError as error:
         raise CommandError(str(error), returncode=EXIT_USAGE) from None
-    max_calls = options.get("max_calls") or settings.ROOMVOICE_SIP_MAX_CALLS
+    max_calls = options.get("max_calls")
+    if max_calls is None:
+        max_calls = settings.ROOMVOICE_SIP_MAX_CALLS
     if max_calls < 1:
         raise CommandError("--max-calls must be at least 1", returncode=EXIT_USAGE)
     return SipSettings(
