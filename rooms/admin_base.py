@@ -25,6 +25,24 @@ def _is_superuser(request: HttpRequest) -> bool:
     return bool(getattr(request.user, "is_superuser", False))
 
 
+class ScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """A sidebar filter on a relation (tenant, room, agent...) offering only the viewer's
+    tenants' objects: Django's default lists every row of the related model, which would
+    show staff the names of other tenants and their rooms."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        limit: dict[str, Any] = {}
+        if not _is_superuser(request):
+            tenant_ids = model_admin.visible_tenant_ids(request)
+            related = field.related_model
+            if related is Tenant:
+                limit = {"pk__in": tenant_ids}
+            elif any(f.name == "tenant" for f in related._meta.get_fields()):
+                limit = {"tenant_id__in": tenant_ids}
+        return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=limit)
+
+
 class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     #: The lookup from this model to its tenant's primary key.
     tenant_lookup = "tenant_id"
@@ -67,6 +85,17 @@ class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_delete_permission(request, obj) and self._may_manage(request, obj)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        """Relation filters scoped to the viewer's tenants (see ScopedRelatedFilter)."""
+        scoped: list[Any] = []
+        for entry in super().get_list_filter(request):
+            if isinstance(entry, str) and "__" not in entry:
+                field = self.model._meta.get_field(entry)
+                if field.is_relation and field.related_model is not None:
+                    entry = (entry, ScopedRelatedFilter)
+            scoped.append(entry)
+        return scoped
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))

@@ -523,6 +523,11 @@ OPERATOR_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "toolcall": ("view",),
     },
     "providers": {"providercredential": ("view", "add", "change", "delete")},
+    "telephony": {
+        "siptrunk": ("view", "add", "change", "delete"),
+        "phonenumber": ("view", "add", "change", "delete"),
+        "twilioaccount": ("view", "add", "change", "delete"),
+    },
 }
 
 

@@ -69,6 +69,8 @@ def source_allowed(source_ip: str, networks: Iterable[Any]) -> bool:
         address = ipaddress.ip_address(source_ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:192.0.2.1 from a dual-stack socket
     return any(address.version == net.version and address in net for net in networks)
 
 

@@ -74,7 +74,7 @@ class DigestAuthority:
         )
         if (
             hasher is None
-            or not hmac.compare_digest(params.get("username", ""), username)
+            or not _same(params.get("username", ""), username)
             or params.get("realm", "") != self.realm
             or not nonce
             or not uri
@@ -100,7 +100,7 @@ class DigestAuthority:
             return Verdict.WRONG  # auth-int is not offered
         else:
             expected = h(f"{ha1}:{nonce}:{ha2}")
-        if not hmac.compare_digest(expected, response.lower()):
+        if not _same(expected, response.lower()):
             return Verdict.WRONG
         current = now if now is not None else time.time()
         if not 0 <= current - issued <= NONCE_TTL_S:
@@ -115,6 +115,11 @@ class DigestAuthority:
         parts = nonce.split(".")
         if len(parts) != 3 or not parts[0].isdigit():
             return None
-        if not hmac.compare_digest(self._sign(parts[0], parts[1]), parts[2]):
+        if not _same(self._sign(parts[0], parts[1]), parts[2]):
             return None
         return int(parts[0])
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time, and for any text (``hmac.compare_digest`` refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -161,9 +162,28 @@ class PhoneNumber(models.Model):
     def __str__(self) -> str:
         return f"{self.number} ({self.label})" if self.label else self.number
 
+    def clean_fields(self, exclude: Any = None) -> None:
+        # Normalised before the field's validator sees it: "+1 (555) 010-0000" is fine.
+        self.number = normalize_number(self.number or "")
+        super().clean_fields(exclude=exclude)
+
     def clean(self) -> None:
         self.number = normalize_number(self.number or "")
         problems: dict[str, str] = {}
+        # The same number spelled with or without "+" is one number: a carrier may send
+        # either, so two rows (perhaps of two tenants) must not split its calls.
+        from telephony.selectors import number_candidates
+
+        other_spellings = [c for c in number_candidates(self.number) if c != self.number]
+        taken = (
+            PhoneNumber.objects.filter(number__in=other_spellings)
+            .exclude(pk=self.pk)
+            .exists()
+        )
+        if self.number and taken:
+            problems["number"] = (
+                "This number is already configured (perhaps written with or without '+')."
+            )
         tenant_id = self.tenant_id
         if self.room_id is not None and self.room.tenant_id != tenant_id:
             problems["room"] = "The room belongs to another tenant."

@@ -66,6 +66,7 @@ CODEC_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}
 USER_AGENT = "roomvoice"
 SUBSCRIBE_TIMEOUT_S = 10.0
 WATCHDOG_PERIOD_S = 0.25
+RTP_BIND_ATTEMPTS = 5
 HOLD_DIRECTIONS = frozenset({"sendonly", "inactive"})
 
 
@@ -345,16 +346,22 @@ class SipServer:
             logger.exception("call %s could not be admitted", invite.call_id)
             self.refuse(invite, CallRefusal(500, "Server Internal Error"))
             return
-        try:
-            call.media = self._negotiate(call)
-        except CallRefusal as refusal:
-            self.refuse(invite, refusal)
-            return
-        try:
-            await call.media.start()
-        except OSError as error:
-            self.ports.give_back(call.media.local_port)
-            logger.error("RTP port %d could not be bound: %s", call.media.local_port, error)
+        for _attempt in range(RTP_BIND_ATTEMPTS):
+            try:
+                call.media = self._negotiate(call)
+            except CallRefusal as refusal:
+                self.refuse(invite, refusal)
+                return
+            try:
+                await call.media.start()
+                break
+            except OSError as error:  # another program took the port: try the next one
+                self.ports.give_back(call.media.local_port)
+                logger.warning("RTP port %d is taken: %s", call.media.local_port, error)
+                await call.media.close()
+                call.media = None
+        if call.media is None:
+            logger.error("no RTP port could be bound in %d tries", RTP_BIND_ATTEMPTS)
             self.refuse(invite, CallRefusal(503, "Service Unavailable"))
             return
         try:
