@@ -336,3 +336,49 @@ async def test_our_hang_up_through_the_api_sends_bye(
         assert result.first_lines()[-2:] == ["<BYE", ">200"], result.report()
         [row] = await until(ended_sessions)
     assert row["end_reason"] == EndReason.ENDED_BY_OPERATOR
+
+
+async def test_a_call_on_hold_sends_nothing_survives_the_silence_and_resumes(
+    world_a: TenantWorld, media_dir: Path
+) -> None:
+    await sync_to_async(echo_number)(world_a)
+    media = call_media(media_dir, "PCMU")
+    media_port = tools.free_port_pair()
+    # The caller sends no RTP for 2 s while holding: longer than the 1 s RTP timeout, which
+    # must not count while the call is on hold.
+    async with running_sip(rtp_timeout_s=1.0) as server:
+        with tools.RtpCapture(media_port) as capture:
+            result = await place_call(
+                server,
+                "hold.xml",
+                media,
+                media_port=media_port,
+                loops=-1,
+                variables={"talk_ms": 1500, "hold_ms": 2000},
+            )
+        assert result.ok, result.report()
+        [row] = await until(ended_sessions)
+    assert row["end_reason"] == EndReason.CLIENT_HANGUP  # the caller's BYE, not our timeout
+
+    answers = [
+        text
+        for direction, text in result.sip_messages()
+        if direction == "received" and text.startswith("SIP/2.0 200") and "m=audio" in text
+    ]
+    assert [_direction(text) for text in answers] == ["sendrecv", "recvonly", "sendrecv"]
+
+    # Our RTP: flowing, then a silence of (about) the hold, then flowing again.
+    ours = capture.of_pt(0)
+    gaps = tools.intervals_ms(ours)
+    longest = max(gaps)
+    assert 1500 <= longest <= 2600, longest
+    held_at = gaps.index(longest)
+    assert held_at >= 40 and len(gaps) - held_at >= 40  # ≥ 0.8 s of packets on each side
+
+
+def _direction(sdp: str) -> str:
+    for line in sdp.splitlines():
+        line = line.strip()
+        if line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+            return line[2:]
+    return "sendrecv"
