@@ -15,4 +15,5 @@ urlpatterns = [
     path("rooms/", include("voice.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
+    path("telephony/", include("telephony.urls")),
 ]

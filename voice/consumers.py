@@ -7,6 +7,11 @@ through a ``ClientLink``: frames are checked and queued synchronously in ``recei
 disconnect — a close, a lost TCP connection, the application being cancelled — the
 session is ended, its transcript flushed and every task awaited.
 
+``SessionHostConsumer`` is what every consumer holding a voice session shares (this one
+and Twilio's media stream, ``telephony.consumers``): the session's host channel
+(``voice.end``, ``voice.reconfigure``, ``tool.result``), starting the session with the
+room's control events followed, and the teardown.
+
 ``LiveRoomConsumer`` (``/ws/rooms/<room>/live/``) forwards a room's control-plane events
 (timeline, bindings, sessions, tool calls) to a tenant member's live room view.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -45,7 +51,7 @@ from voice.channels import RealtimeVoiceChannel
 from voice.control import RoomControlListener
 from voice.django_store import DjangoStore
 from voice.host import apply_reconfigure, handle_tool_result, reconfigure_changes
-from voice.models import SessionState, VoiceSession
+from voice.models import SessionState, TransportKind, VoiceSession
 from voice.protocol import (
     CLOSE_FLOODED,
     CLOSE_UNAUTHENTICATED,
@@ -55,6 +61,8 @@ from voice.protocol import (
     parse_audio_format,
     parse_sample_rate,
 )
+from voice.session import LiveSession
+from voice.transports.base import RealtimeTransport
 from voice.transports.websocket import (
     ClientLink,
     WebSocketRealtimeTransport,
@@ -130,8 +138,8 @@ class _RefusingConsumer(AsyncWebsocketConsumer):
         return admit_hook(room=room, granted=granted)
 
 
-class _ConsumerSender:
-    """The link's view of the consumer's socket."""
+class ConsumerSender:
+    """A transport's view of the consumer's socket (``voice.transports.websocket.FrameSender``)."""
 
     def __init__(self, consumer: AsyncWebsocketConsumer) -> None:
         self.consumer = consumer
@@ -146,9 +154,21 @@ class _ConsumerSender:
         await self.consumer.close(code=code)
 
 
-class VoiceConsumer(_RefusingConsumer):
-    link: ClientLink | None = None
-    transport: WebSocketRealtimeTransport | None = None
+class SessionHostConsumer(AsyncWebsocketConsumer):
+    """A consumer that holds one voice session (DESIGN §6): its channel name is the
+    session's host channel, so ``voice.end`` (an operator or the API ends it),
+    ``voice.reconfigure`` and ``tool.result`` reach it; on disconnect — a close, a lost
+    connection, the application being cancelled — the session is ended, its transcript
+    flushed and every task awaited.
+
+    A subclass admits the caller, calls :meth:`host_session` from a task spawned as
+    :data:`START_TASK`, says which session it holds (:meth:`hosted_session`) and tells its
+    transport when the socket is gone (:meth:`connection_gone`).
+    """
+
+    START_TASK = "voice-start"
+    CONTROL_TASK = "voice-control"
+
     voice: RealtimeVoiceChannel | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -160,6 +180,130 @@ class VoiceConsumer(_RefusingConsumer):
             # Also when the server cancels the application (the client vanished and daphne
             # gave up on it): the session must still end and its transcript be written.
             await asyncio.shield(self._teardown())
+
+    def hosted_session(self) -> LiveSession | None:
+        """The session this consumer's transport has accepted, if any."""
+        return None
+
+    async def connection_gone(self) -> None:
+        """The socket is gone: the transport ends the session (``client_hangup``)."""
+        return None
+
+    async def disconnect(self, code: int) -> None:
+        await self._teardown()
+
+    async def voice_end(self, event: dict[str, Any]) -> None:
+        """``{"type": "voice.end"}`` on this host's channel (``voice_session_request_end``):
+        an operator ends the session."""
+        voice, session = self.voice, self.hosted_session()
+        if voice is not None and session is not None:
+            reason = str(event.get("reason") or "ended_by_operator")
+            self._spawn(voice.end_session(session, reason=reason), name="voice-end")
+
+    async def voice_reconfigure(self, event: dict[str, Any]) -> None:
+        """``{"type": "voice.reconfigure", ...}``: see :mod:`voice.host`."""
+        voice, session = self.voice, self.hosted_session()
+        if voice is None or session is None:
+            return
+        changes = reconfigure_changes(event, session)
+        if changes is not None:
+            self._spawn(self._reconfigure(voice, session, changes), name="voice-reconfigure")
+
+    async def _reconfigure(
+        self, voice: RealtimeVoiceChannel, session: Any, changes: dict[str, Any]
+    ) -> None:
+        try:
+            await apply_reconfigure(voice, session, changes)
+        except Exception:
+            # The operator's request, not the caller's doing: logged, the call goes on.
+            logger.warning("reconfiguring session %s failed", session.id, exc_info=True)
+
+    async def tool_result(self, event: dict[str, Any]) -> None:
+        """``{"type": "tool.result", ...}``: see :mod:`voice.host`."""
+        await handle_tool_result(self.voice, event)
+
+    # --- the session ---------------------------------------------------------------------------
+
+    async def host_session(
+        self,
+        plan: VoicePlan,
+        *,
+        transport: RealtimeTransport,
+        connection: Any,
+        transport_kind: str,
+        unavailable: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Build the agent's channel with this consumer as the session's host, follow the
+        room's control events, and start the session on ``connection``. ``unavailable``
+        tells the caller the server cannot take the call (no control subscription)."""
+        admission = plan.admission
+        room_id = str(admission.room.pk)
+        store = DjangoStore(
+            tenant=admission.tenant,
+            agent=plan.agent,
+            transport=transport_kind,
+            host_channel_name=self.channel_name or "",
+        )
+        voice = channel_for_agent(
+            plan.config, transport=transport, store=store, provider=plan.provider
+        )
+        self.voice = voice
+        # Subscribe to the room's control events before the binding is loaded, so no
+        # change can fall between the two.
+        listener = RoomControlListener(voice, room_uuid=room_id, room_id=room_id)
+        self._spawn(listener.run(), name=self.CONTROL_TASK)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                await listener.wait_subscribed()
+        except TimeoutError:
+            logger.error("room control subscription timed out: refusing the session")
+            await unavailable()
+            return
+        metadata: dict[str, Any] = {"via": admission.via, **admission.metadata}
+        if admission.permissions is not None:
+            metadata["permissions"] = sorted(admission.permissions)
+        try:
+            await voice.start_session(
+                room_id, admission.participant_id, connection=connection, metadata=metadata
+            )
+        except Exception:
+            # The engine has told the client, recorded the failure and closed the socket.
+            logger.info("voice session did not start", exc_info=True)
+
+    def _spawn(self, coroutine: Any, *, name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def _teardown(self) -> None:
+        """End the session (if any), flush it, and await every task; once."""
+        if getattr(self, "_torn_down", True):
+            return
+        self._torn_down = True
+        if self.hosted_session() is None:
+            # Still admitting or waiting for the caller: nothing to end, stop starting.
+            for task in list(self._tasks):
+                if task.get_name() == self.START_TASK:
+                    task.cancel()
+        await self.connection_gone()
+        starting = [task for task in self._tasks if task.get_name() != self.CONTROL_TASK]
+        await asyncio.gather(*starting, return_exceptions=True)
+        if self.voice is not None:
+            await self.voice.close()  # ends anything still live, releases the provider
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class VoiceConsumer(_RefusingConsumer, SessionHostConsumer):
+    link: ClientLink | None = None
+    transport: WebSocketRealtimeTransport | None = None
 
     async def connect(self) -> None:
         query = _query(self.scope)
@@ -191,9 +335,9 @@ class VoiceConsumer(_RefusingConsumer):
         await self.accept()
         self.transport = WebSocketRealtimeTransport()
         self.link = self.transport.link(
-            _ConsumerSender(self), sample_rate=rate, audio_format=audio_format
+            ConsumerSender(self), sample_rate=rate, audio_format=audio_format
         )
-        self._spawn(self._run_session(plan), name="voice-start")
+        self._spawn(self._run_session(plan), name=self.START_TASK)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Frames from the caller go straight to the link. Channels' own dispatch first runs
@@ -215,47 +359,18 @@ class VoiceConsumer(_RefusingConsumer):
         if self.link is not None:
             self.link.receive(text=text_data, data=bytes_data)
 
-    async def disconnect(self, code: int) -> None:
-        await self._teardown()
+    def hosted_session(self) -> LiveSession | None:
+        return self.link.session if self.link is not None else None
 
-    async def voice_end(self, event: dict[str, Any]) -> None:
-        """``{"type": "voice.end"}`` on this host's channel (``voice_session_request_end``):
-        an operator ends the session."""
-        voice, link = self.voice, self.link
-        if voice is not None and link is not None and link.session is not None:
-            reason = str(event.get("reason") or "ended_by_operator")
-            self._spawn(voice.end_session(link.session, reason=reason), name="voice-end")
-
-    async def voice_reconfigure(self, event: dict[str, Any]) -> None:
-        """``{"type": "voice.reconfigure", ...}``: see :mod:`voice.host`."""
-        voice, link = self.voice, self.link
-        if voice is None or link is None or link.session is None:
-            return
-        changes = reconfigure_changes(event, link.session)
-        if changes is not None:
-            self._spawn(self._reconfigure(voice, link.session, changes), name="voice-reconfigure")
-
-    async def _reconfigure(
-        self, voice: RealtimeVoiceChannel, session: Any, changes: dict[str, Any]
-    ) -> None:
-        try:
-            await apply_reconfigure(voice, session, changes)
-        except Exception:
-            # The operator's request, not the caller's doing: logged, the call goes on.
-            logger.warning("reconfiguring session %s failed", session.id, exc_info=True)
-
-    async def tool_result(self, event: dict[str, Any]) -> None:
-        """``{"type": "tool.result", ...}``: see :mod:`voice.host`."""
-        await handle_tool_result(self.voice, event)
-
-    # --- the session ---------------------------------------------------------------------------
+    async def connection_gone(self) -> None:
+        if self.link is not None and self.transport is not None:
+            await self.transport.connection_lost(self.link)
 
     async def _run_session(self, plan: VoicePlan) -> None:
         link, transport = self.link, self.transport
         assert link is not None and transport is not None
         admission = plan.admission
-        room_id = str(admission.room.pk)
-        with log_context(room=room_id, participant=admission.participant_id):
+        with log_context(room=str(admission.room.pk), participant=admission.participant_id):
             if link.sample_rate is None:
                 try:
                     async with asyncio.timeout(HELLO_TIMEOUT_S):
@@ -263,25 +378,8 @@ class VoiceConsumer(_RefusingConsumer):
                 except TimeoutError:
                     pass
             link.settle_rate()
-            store = DjangoStore(
-                tenant=admission.tenant,
-                agent=plan.agent,
-                transport="websocket",
-                host_channel_name=self.channel_name or "",
-            )
-            voice = channel_for_agent(
-                plan.config, transport=transport, store=store, provider=plan.provider
-            )
-            self.voice = voice
-            # Subscribe to the room's control events before the binding is loaded, so no
-            # change can fall between the two.
-            listener = RoomControlListener(voice, room_uuid=room_id, room_id=room_id)
-            self._spawn(listener.run(), name="voice-control")
-            try:
-                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                    await listener.wait_subscribed()
-            except TimeoutError:
-                logger.error("room control subscription timed out: refusing the session")
+
+            async def unavailable() -> None:
                 await link.send_json(
                     {
                         "type": "error",
@@ -290,49 +388,14 @@ class VoiceConsumer(_RefusingConsumer):
                     }
                 )
                 await link.close(CLOSE_INTERNAL)
-                return
-            metadata: dict[str, Any] = {"via": admission.via, **admission.metadata}
-            if admission.permissions is not None:
-                metadata["permissions"] = sorted(admission.permissions)
-            try:
-                await voice.start_session(
-                    room_id, admission.participant_id, connection=link, metadata=metadata
-                )
-            except Exception:
-                # The engine has told the client, recorded the failure and closed the socket.
-                logger.info("voice session did not start", exc_info=True)
 
-    def _spawn(self, coroutine: Any, *, name: str) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s failed", task.get_name(), exc_info=task.exception())
-
-    async def _teardown(self) -> None:
-        """End the session (if any), flush it, and await every task; once."""
-        if getattr(self, "_torn_down", True):
-            return
-        self._torn_down = True
-        link, transport = self.link, self.transport
-        if link is not None and transport is not None:
-            if link.session is None:
-                # Still admitting or waiting for the hello: nothing to end, stop starting.
-                for task in list(self._tasks):
-                    if task.get_name() == "voice-start":
-                        task.cancel()
-            await transport.connection_lost(link)
-        starting = [task for task in self._tasks if task.get_name() != "voice-control"]
-        await asyncio.gather(*starting, return_exceptions=True)
-        if self.voice is not None:
-            await self.voice.close()  # ends anything still live, releases the provider
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.host_session(
+                plan,
+                transport=transport,
+                connection=link,
+                transport_kind=TransportKind.WEBSOCKET.value,
+                unavailable=unavailable,
+            )
 
 
 def _room_state(room_pk: Any) -> dict[str, Any]:

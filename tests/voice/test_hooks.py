@@ -83,6 +83,7 @@ def test_triggers_are_the_eleven_realtime_triggers() -> None:
         "ON_INPUT_AUDIO_LEVEL",
         "ON_OUTPUT_AUDIO_LEVEL",
         "ON_ERROR",
+        "ON_DTMF",
     ]
 
 
@@ -90,7 +91,7 @@ def test_only_transcription_and_tool_call_default_to_sync() -> None:
     sync = {t for t, mode in DEFAULT_EXECUTION.items() if mode is HookExecution.SYNC}
 
     assert sync == {T.ON_TRANSCRIPTION, T.ON_TOOL_CALL}
-    assert len(DEFAULT_EXECUTION) == 11
+    assert len(DEFAULT_EXECUTION) == 12
 
 
 def test_a_sync_hook_on_an_async_only_trigger_is_refused_at_registration(
