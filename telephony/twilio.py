@@ -37,10 +37,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from telephony.admission import plan_for_number
 from telephony.models import PhoneNumber, TwilioAccount
 from telephony.selectors import number_for, twilio_account_for
 from telephony.services import twilio_reveal_auth_token
-from voice.admission import Admission, Refusal, VoicePlan, plan_voice
+from voice.admission import Refusal, VoicePlan
 from voice.protocol import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
 
 __all__ = [
@@ -199,14 +200,12 @@ def call_plan(
     every voice connection follows (``voice.admission.plan_voice``): the room takes calls,
     the number's agent (else the room's) exists and can be built, the caller is not
     revoked. Refusal otherwise, in words for the log."""
-    admission = Admission(
-        tenant=number.tenant,
-        room=number.room,
+    return plan_for_number(
+        number,
         participant_id=_participant(caller, call_sid),
         via="twilio",
         metadata=dict(metadata or {}),
     )
-    return plan_voice(admission, agent_slug=number.agent.slug if number.agent else None)
 
 
 def stream_claim(claims: StreamClaims, *, call_sid: str, account_sid: str) -> PhoneNumber:
