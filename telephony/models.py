@@ -175,11 +175,7 @@ class PhoneNumber(models.Model):
         from telephony.selectors import number_candidates
 
         other_spellings = [c for c in number_candidates(self.number) if c != self.number]
-        taken = (
-            PhoneNumber.objects.filter(number__in=other_spellings)
-            .exclude(pk=self.pk)
-            .exists()
-        )
+        taken = PhoneNumber.objects.filter(number__in=other_spellings).exclude(pk=self.pk).exists()
         if self.number and taken:
             problems["number"] = (
                 "This number is already configured (perhaps written with or without '+')."
