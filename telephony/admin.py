@@ -38,7 +38,24 @@ class SipTrunkForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = SipTrunk
-        fields = ["tenant", "name", "allowed_sources", "username", "enabled"]
+        fields = [
+            "tenant",
+            "name",
+            "allowed_sources",
+            "username",
+            "registrar",
+            "register_expires",
+            "enabled",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "register_expires" in self.fields:  # absent on a read-only view
+            self.fields["register_expires"].required = False  # blank: the default
+
+    def clean_register_expires(self) -> int:
+        value = self.cleaned_data.get("register_expires")
+        return int(value) if value else SipTrunk._meta.get_field("register_expires").default
 
     def clean_password(self) -> str:
         password: str = self.cleaned_data.get("password", "")
@@ -64,7 +81,15 @@ class SipTrunkForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(SipTrunk)
 class SipTrunkAdmin(TenantScopedAdmin):
     form = SipTrunkForm
-    list_display = ["name", "tenant", "sources", "username", "password_hint", "enabled"]
+    list_display = [
+        "name",
+        "tenant",
+        "sources",
+        "username",
+        "password_hint",
+        "registrar",
+        "enabled",
+    ]
     list_filter = ["enabled", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name", "username", "allowed_sources"]
@@ -76,6 +101,7 @@ class SipTrunkAdmin(TenantScopedAdmin):
             "Digest authentication",
             {"fields": ["username", "password", "password_hint", "clear_password"]},
         ),
+        ("Registration (optional)", {"fields": ["registrar", "register_expires"]}),
     ]
 
     @admin.display(description="sources")

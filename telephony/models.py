@@ -67,6 +67,21 @@ def validate_sources(text: str) -> None:
         ) from None
 
 
+def validate_registrar(value: str) -> None:
+    host, _, port = value.rpartition(":")
+    if not host:
+        host, port = value, "5060"
+    if (
+        not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host)
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+    ):
+        raise ValidationError(
+            "Enter a host name or address, with an optional :port (sip.carrier.example:5060).",
+            code="invalid",
+        )
+
+
 class SipTrunk(models.Model):
     """Where a tenant's SIP calls come from, and how they prove it."""
 
@@ -87,6 +102,17 @@ class SipTrunk(models.Model):
     # Fernet token (roomvoice.lib.secrets); never rendered, never logged.
     encrypted_password = models.TextField(blank=True, editable=False)
     password_hint = models.CharField(max_length=16, blank=True, editable=False)
+    registrar = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_registrar],
+        help_text="host or host:port of the carrier's registrar, for carriers that send calls "
+        "only to a registered contact: runsip registers there with the user name and "
+        "password. Blank: no registration.",
+    )
+    register_expires = models.PositiveIntegerField(
+        default=300, help_text="Seconds asked for each registration (the registrar decides)."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -110,6 +136,12 @@ class SipTrunk(models.Model):
     def clean(self) -> None:
         if self.username and not self.encrypted_password:
             raise ValidationError({"username": "A user name needs a password."})
+        if self.registrar and not self.requires_auth:
+            raise ValidationError(
+                {"registrar": "Registering needs the user name and password to register with."}
+            )
+        if self.registrar and not 60 <= self.register_expires <= 86_400:
+            raise ValidationError({"register_expires": "Between 60 and 86400 seconds."})
         if not self.allowed_sources.strip() and not self.requires_auth:
             raise ValidationError(
                 {

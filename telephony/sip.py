@@ -36,6 +36,7 @@ from aiosipua import (
     IncomingCall,
     SdpNegotiationError,
     SipRequest,
+    SipUAC,
     SipUAS,
     TcpSipTransport,
     UdpSipTransport,
@@ -50,6 +51,7 @@ from django.db import close_old_connections
 from roomvoice.lib.logging import log_context
 from telephony.admission import CallRefusal, PhoneAdmission, admit_sip_call
 from telephony.digest import DigestAuthority
+from telephony.registration import RegistrationTarget, TrunkRegistration
 from voice.agents import channel_for_agent
 from voice.channels import RealtimeVoiceChannel
 from voice.control import RoomControlListener
@@ -67,6 +69,7 @@ USER_AGENT = "roomvoice"
 SUBSCRIBE_TIMEOUT_S = 10.0
 WATCHDOG_PERIOD_S = 0.25
 RTP_BIND_ATTEMPTS = 5
+UNREGISTER_GRACE_S = 0.2
 HOLD_DIRECTIONS = frozenset({"sendonly", "inactive"})
 
 
@@ -221,6 +224,7 @@ class SipServer:
         self.authority = DigestAuthority(realm=settings.realm, key=settings.auth_key)
         self._transports: list[Any] = []
         self._uas: list[SipUAS] = []
+        self.registrations: list[TrunkRegistration] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"invites": 0, "answered": 0, "refused": 0}
 
@@ -234,9 +238,12 @@ class SipServer:
             kinds.append(TcpSipTransport)
         for kind in kinds:
             transport = kind(local_addr=address)
+            # Over UDP a UAC shares the socket: it sends REGISTERs (and gets their answers).
+            uac = SipUAC(transport) if kind is _UdpTransport else None
             uas = SipUAS(
                 transport,
                 user_agent=USER_AGENT,
+                uac=uac,
                 advertised_addr=advertised,
                 session_expires=self.settings.session_expires_s,
             )
@@ -249,6 +256,8 @@ class SipServer:
             await uas.start()  # binds the transport
             self._transports.append(transport)
             self._uas.append(uas)
+            if uac is not None:
+                await self._register(uac)
         logger.info(
             "SIP listening on %s:%d (%s), RTP %d-%d, media address %s",
             *address,
@@ -257,12 +266,24 @@ class SipServer:
             self.settings.sdp_ip,
         )
 
+    async def _register(self, uac: SipUAC) -> None:
+        """Register with the registrar of every enabled trunk that names one."""
+        targets = await database_sync_to_async(_registration_targets)()
+        for target in targets:
+            registration = TrunkRegistration(target=target, uac=uac, user_agent=USER_AGENT)
+            self.registrations.append(registration)
+            await registration.start()
+
     async def stop(self) -> None:
-        """Hang up every call (``server_shutdown``) and stop listening."""
+        """Hang up every call (``server_shutdown``), unregister, and stop listening."""
         await asyncio.gather(
             *(self.end_call(call, EndReason.SERVER_SHUTDOWN) for call in list(self.calls.values())),
             return_exceptions=True,
         )
+        for registration in self.registrations:
+            await registration.stop()
+        if self.registrations:
+            await asyncio.sleep(UNREGISTER_GRACE_S)  # the un-REGISTERs leave before the socket
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -473,7 +494,10 @@ class SipServer:
                 )
             await self._watch(call)
         finally:
-            if call.session is not None and not call.session.is_ended:
+            if call.session is not None:
+                # Ends it if it is still live. If another task is ending it (the caller's BYE,
+                # an operator), this waits until that end is complete: cancelling that task
+                # halfway would leave the session unrecorded.
                 await voice.end_session(call.session, reason=EndReason.INTERNAL_ERROR)
             for task in list(call.tasks):
                 task.cancel()
@@ -578,6 +602,27 @@ async def _dtmf(voice: RealtimeVoiceChannel, call: PhoneCall, digit: str, durati
     if call.session is not None:
         # RFC 4733 durations are in RTP clock units (8 kHz for every codec we offer).
         await voice.receive_dtmf(call.session, digit, duration * 1000 // 8000)
+
+
+def _registration_targets() -> list[RegistrationTarget]:
+    from telephony.models import SipTrunk
+    from telephony.services import trunk_reveal_password
+
+    try:
+        return [
+            RegistrationTarget(
+                trunk=trunk.name,
+                username=trunk.username,
+                password=trunk_reveal_password(trunk),
+                registrar=trunk.registrar,
+                expires=trunk.register_expires,
+            )
+            for trunk in SipTrunk.objects.filter(enabled=True, tenant__is_active=True)
+            .exclude(registrar="")
+            .exclude(encrypted_password="")
+        ]
+    finally:
+        close_old_connections()
 
 
 def _admit(**arguments: Any) -> PhoneAdmission:

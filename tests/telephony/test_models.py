@@ -499,3 +499,29 @@ def test_twilio_account_for_finds_enabled_accounts_of_active_tenants(
     assert twilio_account_for("AC" + "1" * 32) is None
     deactivate(world_a.tenant)
     assert twilio_account_for(ACCOUNT_SID) is None
+
+
+def test_a_registrar_needs_the_credentials_to_register_with(world_a: TenantWorld) -> None:
+    trunk = SipTrunk(
+        tenant=world_a.tenant,
+        name="carrier",
+        allowed_sources="203.0.113.0/24",
+        registrar="sip.carrier.example",
+    )
+    assert clean_errors(trunk) == {
+        "registrar": ["Registering needs the user name and password to register with."]
+    }
+    trunk.username = "acme"
+    services.trunk_put_password(trunk, "carrier-pass-0123")
+    trunk.full_clean()  # valid now
+
+
+@pytest.mark.parametrize(
+    "registrar", ["sip carrier", "sip.carrier.example:0", "sip.carrier.example:http", "[::1]"]
+)
+def test_a_registrar_must_be_a_host_with_an_optional_port(
+    world_a: TenantWorld, registrar: str
+) -> None:
+    trunk = SipTrunk(tenant=world_a.tenant, name="carrier", username="acme", registrar=registrar)
+    services.trunk_put_password(trunk, "carrier-pass-0123")
+    assert list(clean_errors(trunk)) == ["registrar"]
