@@ -77,7 +77,6 @@ class TwilioStreamConsumer(SessionHostConsumer):
     async def connect(self) -> None:
         await self.accept()
         self.transport = TwilioRealtimeTransport()
-        self.transport.on_dtmf(self._dtmf)
         self.stream = self.transport.stream(ConsumerSender(self))
         self._spawn(self._run_session(), name=self.START_TASK)
 
@@ -99,10 +98,6 @@ class TwilioStreamConsumer(SessionHostConsumer):
     async def connection_gone(self) -> None:
         if self.stream is not None and self.transport is not None:
             await self.transport.connection_lost(self.stream)
-
-    async def _dtmf(self, session: LiveSession, digit: str, duration_ms: int | None) -> None:
-        if self.voice is not None:
-            await self.voice.receive_dtmf(session, digit, duration_ms)
 
     async def _refuse(self, why: str, code: int) -> None:
         logger.info("twilio stream refused: %s", why)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiosipua import Registration, SipDigestAuth, SipUAC
 
@@ -150,16 +149,3 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def describe(registrations: list[TrunkRegistration]) -> list[dict[str, Any]]:
-    return [
-        {
-            "trunk": r.target.trunk,
-            "registrar": r.target.registrar,
-            "registered": r.registered.is_set(),
-            "expires": r.granted_expires,
-            "last_failure": r.last_failure,
-        }
-        for r in registrations
-    ]

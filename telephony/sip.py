@@ -226,7 +226,6 @@ class SipServer:
         self._uas: list[SipUAS] = []
         self.registrations: list[TrunkRegistration] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.stats = {"invites": 0, "answered": 0, "refused": 0}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -312,7 +311,6 @@ class SipServer:
 
     def refuse(self, invite: IncomingCall, refusal: CallRefusal) -> None:
         """A final response to the INVITE (the caller ACKs it; aiosipua absorbs the ACK)."""
-        self.stats["refused"] += 1
         response = invite.dialog.create_response(invite.invite, refusal.status, refusal.reason)
         response.headers.set_single("User-Agent", USER_AGENT)
         for name, value in refusal.headers.items():
@@ -334,7 +332,6 @@ class SipServer:
         )
 
     async def _answer(self, uas: SipUAS, invite: IncomingCall) -> None:
-        self.stats["invites"] += 1
         if len(self.calls) >= self.settings.max_calls:
             self.refuse(invite, CallRefusal(486, "Busy Here", detail="at capacity"))
             return
@@ -390,6 +387,7 @@ class SipServer:
                 invite.ringing()
                 await self._converse(call)
         finally:
+            logger.info("call %s media: %s", invite.call_id, call.media.stats())
             await call.media.close()
             self.ports.give_back(call.media.local_port)
 
@@ -447,10 +445,6 @@ class SipServer:
                 self.refuse(invite, CallRefusal(503, "Service Unavailable"))
                 return
 
-            def on_dtmf(digit: str, duration: int) -> None:
-                call.spawn(_dtmf(voice, call, digit, duration), "dtmf")
-
-            media.on_dtmf = on_dtmf
             metadata = {
                 "via": "sip",
                 **plan.admission.metadata,
@@ -473,7 +467,6 @@ class SipServer:
                 return
             invite.accept(media.call_session.sdp_answer)
             call.answered = True
-            self.stats["answered"] += 1
             logger.info(
                 "call %s answered: %s → %s (%s, session %s)",
                 call.call_id,
@@ -596,12 +589,6 @@ class SipServer:
         if address is not None and not _zero_address(offer):
             call.media.update_remote(address)
         invite.accept(answer)
-
-
-async def _dtmf(voice: RealtimeVoiceChannel, call: PhoneCall, digit: str, duration: int) -> None:
-    if call.session is not None:
-        # RFC 4733 durations are in RTP clock units (8 kHz for every codec we offer).
-        await voice.receive_dtmf(call.session, digit, duration * 1000 // 8000)
 
 
 def _registration_targets() -> list[RegistrationTarget]:

@@ -303,6 +303,7 @@ class RealtimeVoiceChannel:
         transport.on_client_disconnected(self._on_client_disconnected)
         transport.on_playback(self._on_playback)
         transport.on_client_message(self._on_client_message)
+        transport.on_dtmf(self.receive_dtmf)
         for double in (provider, transport):
             add_settler = getattr(double, "add_settler", None)  # test doubles (voice.mock)
             if add_settler is not None:
@@ -1406,7 +1407,7 @@ class RealtimeVoiceChannel:
     async def receive_dtmf(
         self, session: LiveSession | str, digit: str, duration_ms: int | None = None
     ) -> bool:
-        """A key the caller pressed on a phone (the SIP and Twilio transports call this):
+        """A key the caller pressed on a phone (the SIP and Twilio transports report it):
         recorded on the room's timeline and handed to ``ON_DTMF`` hooks, which may act on it
         (``channel.inject_text`` to tell the model, say). Not sent to the model by itself:
         what a key means is the application's to decide. False for an unknown digit or a

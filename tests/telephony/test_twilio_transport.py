@@ -183,7 +183,6 @@ async def call() -> AsyncIterator[Call]:
     async def handled(session: LiveSession, digit: str, duration_ms: int | None) -> None:
         await pressed.put(digit)
 
-    transport.on_dtmf(channel.receive_dtmf)
     transport.on_dtmf(handled)  # after the engine's: it has recorded the key by then
     socket = FakeSocket()
     stream = transport.stream(socket)
@@ -230,7 +229,6 @@ async def test_audio_and_keys_before_the_session_are_kept_for_it() -> None:
     async def handled(session: LiveSession, digit: str, duration_ms: int | None) -> None:
         await pressed.put(digit)
 
-    transport.on_dtmf(channel.receive_dtmf)
     transport.on_dtmf(handled)
     stream = transport.stream(FakeSocket())
     stream.receive(text=json.dumps(start_message()))

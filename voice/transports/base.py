@@ -23,6 +23,8 @@ SessionCallback = Callable[["LiveSession"], Awaitable[None] | None]
 PlaybackCallback = Callable[["LiveSession", int], None]
 #: ``callback(session, kind, fields)`` for the caller's "text", "interrupt" and "end".
 ClientMessageCallback = Callable[["LiveSession", str, dict[str, Any]], Awaitable[None]]
+#: ``callback(session, digit, duration_ms)``: a key pressed on a phone (None: no duration).
+DtmfCallback = Callable[["LiveSession", str, "int | None"], Awaitable[Any]]
 
 
 class RealtimeTransport(ABC):
@@ -33,6 +35,7 @@ class RealtimeTransport(ABC):
         self._disconnect_callbacks: list[SessionCallback] = []
         self._playback_callbacks: list[PlaybackCallback] = []
         self._message_callbacks: list[ClientMessageCallback] = []
+        self._dtmf_callbacks: list[DtmfCallback] = []
 
     # --- registration (the engine calls these once) ----------------------------------------
 
@@ -49,6 +52,11 @@ class RealtimeTransport(ABC):
     def on_client_message(self, callback: ClientMessageCallback) -> None:
         """A control message from the caller: "text" (fields: text), "interrupt", "end"."""
         self._message_callbacks.append(callback)
+
+    def on_dtmf(self, callback: DtmfCallback) -> None:
+        """A key the caller pressed (phone transports): the engine records it and runs the
+        ``ON_DTMF`` hooks (``RealtimeVoiceChannel.receive_dtmf``)."""
+        self._dtmf_callbacks.append(callback)
 
     # --- for subclasses ----------------------------------------------------------------------
 
@@ -68,6 +76,15 @@ class RealtimeTransport(ABC):
                 await callback(session, kind, fields)
             except Exception:
                 logger.exception("client %s message failed for session %s", kind, session.id)
+
+    async def _deliver_dtmf(
+        self, session: LiveSession, digit: str, duration_ms: int | None
+    ) -> None:
+        for callback in self._dtmf_callbacks:
+            try:
+                await callback(session, digit, duration_ms)
+            except Exception:
+                logger.exception("dtmf callback failed for session %s", session.id)
 
     async def _deliver_disconnect(self, session: LiveSession) -> None:
         for callback in self._disconnect_callbacks:

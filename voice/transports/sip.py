@@ -19,6 +19,7 @@ run by ``manage.py runsip``); this module is the media half, one :class:`SipMedi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,7 @@ class SipMedia:
         self.pacer: OutboundAudioPacer | None = None
         self.receiver: Callable[[bytes], None] | None = None
         self.on_played: Callable[[int], None] | None = None
-        self.on_dtmf: Callable[[str, int], None] | None = None
+        self.on_dtmf: Callable[[str, int], None] | None = None  # (digit, duration_ms)
         self.last_rx = time.monotonic()  # the answer counts as a sign of life
         self.packets_in = 0
         self.on_hold = False
@@ -98,7 +99,8 @@ class SipMedia:
     def _on_dtmf(self, digit: str, duration: int) -> None:
         self.last_rx = time.monotonic()
         if self.on_dtmf is not None:
-            self.on_dtmf(digit, duration)
+            # RFC 4733 durations are in RTP clock units.
+            self.on_dtmf(digit, duration * 1000 // RTP_CLOCK.get(self.payload_type, 8000))
 
     def _played(self, played_ms: int) -> None:
         if self.on_played is not None:
@@ -159,6 +161,7 @@ class SIPRealtimeTransport(RealtimeTransport):
     def __init__(self) -> None:
         super().__init__()
         self._media: dict[str, SipMedia] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def media(self, session: LiveSession) -> SipMedia | None:
         return self._media.get(session.id)
@@ -173,6 +176,13 @@ class SIPRealtimeTransport(RealtimeTransport):
         self._media[session.id] = connection
         connection.receiver = lambda pcm: self._deliver_audio(session, pcm)
         connection.on_played = lambda ms: self._deliver_playback(session, ms)
+
+        def on_dtmf(digit: str, duration_ms: int) -> None:  # from aiortp's receive callback
+            task = asyncio.ensure_future(self._deliver_dtmf(session, digit, duration_ms))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        connection.on_dtmf = on_dtmf
 
     async def send_audio(self, session: LiveSession, audio: bytes) -> None:
         media = self._media.get(session.id)
@@ -195,6 +205,7 @@ class SIPRealtimeTransport(RealtimeTransport):
             return
         media.receiver = None
         media.on_played = None
+        media.on_dtmf = None
         try:
             await media.hangup(session.end_reason or "ended")
         finally:

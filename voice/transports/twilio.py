@@ -39,10 +39,10 @@ How this transport uses it:
   output queue then drops the newest audio (counted as ``outbound_dropped_overflow``).
   Twilio itself buffers up to 10 minutes of audio ahead of playback, so the queue only
   fills when the socket stalls.
-- **DTMF and stop**: a key press goes to the callbacks registered with
-  :meth:`~TwilioRealtimeTransport.on_dtmf` (the host wires it to the channel's
-  ``receive_dtmf``); ``stop`` ends the session as a hang-up. Both run in order on one
-  task per stream, from a bounded queue (further key presses are dropped and counted).
+- **DTMF and stop**: a key press goes to the transport's ``on_dtmf`` callbacks (the
+  engine registers its ``receive_dtmf``); ``stop`` ends the session as a hang-up. Both run
+  in order on one task per stream, from a bounded queue (further key presses are dropped
+  and counted).
 
 Pure asyncio: no Django. The Channels consumer (``telephony.consumers``) checks who the
 call is for before a session starts; :meth:`TwilioStream.wait_started` gives it the
@@ -57,7 +57,7 @@ import binascii
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +94,6 @@ MAX_FRAME_CHARS = 64 * 1024  # Twilio's frames are ≈ 400 characters
 FRAMES_PER_S = 200.0
 BYTES_PER_S = 128 * 1024.0
 PUMP_FINISH_TIMEOUT_S = 10.0  # how long a shutdown waits for a stop being handled
-
-#: ``callback(session, digit, duration_ms)``: a key the caller pressed.
-DtmfCallback = Callable[["LiveSession", str, "int | None"], Awaitable[Any]]
 
 
 class StreamEnded(Exception):
@@ -361,7 +358,7 @@ class TwilioStream:
                 if kind == "stop":
                     await self.transport.stream_stopped(self)
                     return
-                await self.transport._deliver_dtmf(session, value)
+                await self.transport._deliver_dtmf(session, value, None)  # no duration given
             finally:
                 self._idle.set()
 
@@ -534,19 +531,6 @@ class TwilioRealtimeTransport(RealtimeTransport):
     def __init__(self) -> None:
         super().__init__()
         self._streams: dict[str, TwilioStream] = {}
-        self._dtmf_callbacks: list[DtmfCallback] = []
-
-    def on_dtmf(self, callback: DtmfCallback) -> None:
-        """``await callback(session, digit, duration_ms)`` for each key the caller presses
-        (Twilio does not say how long: ``duration_ms`` is None)."""
-        self._dtmf_callbacks.append(callback)
-
-    async def _deliver_dtmf(self, session: LiveSession, digit: str) -> None:
-        for callback in self._dtmf_callbacks:
-            try:
-                await callback(session, digit, None)
-            except Exception:
-                logger.exception("dtmf callback failed for session %s", session.id)
 
     def stream(self, sender: FrameSender) -> TwilioStream:
         return TwilioStream(self, sender)

@@ -44,9 +44,8 @@ from voice.agents import channel_for_agent
 from voice.channels import RealtimeVoiceChannel
 from voice.control import RoomControlListener
 from voice.django_store import DjangoStore
-from voice.host import apply_reconfigure, handle_tool_result, reconfigure_changes
+from voice.host import serve_host_channel
 from voice.models import MAX_SAMPLE_RATE, EndReason, TransportKind, VoiceSession
-from voice.services import VOICE_END, VOICE_RECONFIGURE
 from voice.session import LiveSession
 from voice.store import StoredToolCall
 from voice.transports.base import RealtimeTransport
@@ -315,26 +314,12 @@ class Host:
         return self.name
 
     async def run(self, channel: RealtimeVoiceChannel, session: LiveSession) -> None:
-        while True:
-            message = await self.layer.receive(self.name)
-            try:
-                await self.dispatch(channel, session, message)
-            except Exception:
-                logger.exception("host message %s could not be handled", message.get("type"))
+        await serve_host_channel(self.layer, self.name, channel, session, on_end=self.stop)
 
-    async def dispatch(
-        self, channel: RealtimeVoiceChannel, session: LiveSession, message: dict[str, Any]
-    ) -> None:
-        kind = message.get("type")
-        if kind == VOICE_END:
-            self.state.stop_reason = str(message.get("reason") or EndReason.ENDED_BY_OPERATOR)
-            self.state.touch()
-        elif kind == "tool.result":
-            await handle_tool_result(channel, message)
-        elif kind == VOICE_RECONFIGURE:
-            changes = reconfigure_changes(message, session)
-            if changes is not None:
-                await apply_reconfigure(channel, session, changes)
+    async def stop(self, reason: str) -> None:
+        """An operator's end request: the command ends the session itself."""
+        self.state.stop_reason = reason
+        self.state.touch()
 
 
 @dataclass(frozen=True, slots=True)
