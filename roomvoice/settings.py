@@ -19,6 +19,7 @@ from roomvoice.lib.env import (
     EnvError,
     env_bool,
     env_float,
+    env_ice_servers,
     env_int,
     env_list,
     env_optional_str,
@@ -265,6 +266,22 @@ ROOMVOICE_TOOL_WEBHOOK_MAX_BYTES = env_int(
 # A dotted path to ``async def authenticate(connection) -> dict | None``: admits voice
 # callers who have neither a login nor a room token (docs/protocol.md).
 ROOMVOICE_VOICE_AUTHENTICATE = env_str("ROOMVOICE_VOICE_AUTHENTICATE", "")
+
+# --- WebRTC (voice/webrtc.py, README "WebRTC") -----------------------------------------------
+
+#: STUN/TURN servers for the server's and the browsers' peer connections (JSON, see
+#: roomvoice.lib.env.env_ice_servers); none: host candidates only (one network, no NAT).
+ROOMVOICE_WEBRTC_ICE_SERVERS = env_ice_servers("ROOMVOICE_WEBRTC_ICE_SERVERS")
+#: WebRTC calls this process holds at once (then 503 busy).
+ROOMVOICE_WEBRTC_MAX_PEERS = env_int("ROOMVOICE_WEBRTC_MAX_PEERS", 50, minimum=1, maximum=10_000)
+#: A peer that has not connected this long after its answer, or sends no audio for this
+#: long once connected (browsers send audio continuously, even muted), is hung up.
+ROOMVOICE_WEBRTC_CONNECT_TIMEOUT_S = env_float(
+    "ROOMVOICE_WEBRTC_CONNECT_TIMEOUT_S", 30.0, minimum=1.0, maximum=600.0
+)
+ROOMVOICE_WEBRTC_MEDIA_TIMEOUT_S = env_float(
+    "ROOMVOICE_WEBRTC_MEDIA_TIMEOUT_S", 20.0, minimum=1.0, maximum=3600.0
+)
 
 # --- Telephony (telephony/, README "Phone calls") -------------------------------------------
 

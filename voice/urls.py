@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from voice import views
+from voice.webrtc import mount_webrtc
 
 
 class RoomRefConverter:
@@ -36,4 +37,6 @@ urlpatterns = [
         views.session_end,
         name="session-end",
     ),
+    # WebRTC signalling: POST <room>/webrtc/offer/, PATCH/DELETE <room>/webrtc/<peer>/.
+    *mount_webrtc("<room:room>/webrtc/"),
 ]

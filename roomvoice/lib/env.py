@@ -7,6 +7,7 @@ instead of silently falling back to a default. No Django imports here.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ __all__ = [
     "EnvError",
     "env_bool",
     "env_float",
+    "env_ice_servers",
     "env_int",
     "env_list",
     "env_optional_str",
@@ -131,6 +133,42 @@ def env_list(
     if any(not item for item in items):
         raise EnvError(name, value, "a comma-separated list without empty items")
     return items
+
+
+def env_ice_servers(
+    name: str, *, environ: Mapping[str, str] | None = None
+) -> list[dict[str, object]]:
+    """WebRTC ICE servers as JSON, in the browser's ``RTCIceServer`` shape:
+    ``[{"urls": "stun:host:3478"}, {"urls": ["turn:host"], "username": "u", "credential":
+    "p"}]``. Unset: none (host candidates only: fine on one network). The value is never
+    echoed in an error (TURN credentials)."""
+    value = _raw(name, environ)
+    if value is None:
+        return []
+    expected = 'a JSON list of {"urls": "stun:…"|["turn:…"], "username"?, "credential"?}'
+    try:
+        servers = json.loads(value)
+    except ValueError:
+        raise EnvError(name, "<hidden>", expected) from None
+    if not isinstance(servers, list):
+        raise EnvError(name, "<hidden>", expected)
+    for server in servers:
+        if not isinstance(server, dict) or set(server) - {"urls", "username", "credential"}:
+            raise EnvError(name, "<hidden>", expected)
+        urls = server.get("urls")
+        urls = [urls] if isinstance(urls, str) else urls
+        if not isinstance(urls, list) or not urls:
+            raise EnvError(name, "<hidden>", expected)
+        for url in urls:
+            if not isinstance(url, str) or url.split(":", 1)[0] not in _ICE_SCHEMES:
+                raise EnvError(name, "<hidden>", expected)
+        for key in ("username", "credential"):
+            if key in server and not isinstance(server[key], str):
+                raise EnvError(name, "<hidden>", expected)
+    return servers
+
+
+_ICE_SCHEMES = frozenset({"stun", "stuns", "turn", "turns"})
 
 
 def env_url(

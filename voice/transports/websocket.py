@@ -31,6 +31,7 @@ from voice.protocol import (
     CLOSE_FLOODED,
     CLOSE_NORMAL,
     Audio,
+    Control,
     FloodGuard,
     ProtocolError,
     Verdict,
@@ -72,17 +73,21 @@ class ClientLink:
 
     def __init__(
         self,
-        transport: WebSocketRealtimeTransport,
+        transport: RealtimeTransport,
         sender: FrameSender,
         *,
         sample_rate: int | None,
         audio_format: str,
+        audio_on_track: bool = False,
     ) -> None:
         if audio_format not in AUDIO_FORMATS:
             raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}")
         self.transport = transport
         self.sender = sender
         self.audio_format = audio_format
+        #: WebRTC: the caller's audio comes on a media track and the server knows what it
+        #: played, so audio, ``hello`` and ``playback`` messages on this link are refused.
+        self.audio_on_track = audio_on_track
         self.sample_rate: int | None = None
         self.rate_known = asyncio.Event()
         self.session: LiveSession | None = None
@@ -139,6 +144,8 @@ class ClientLink:
             return
         try:
             parsed = parse_binary(data) if data is not None else parse_text(text or "")
+            if self.audio_on_track:
+                _refuse_off_track(parsed)
             if isinstance(parsed, Audio):
                 self._rate_from_first_frame()
                 self._audio(parsed.pcm)
@@ -179,6 +186,11 @@ class ClientLink:
         self._hello_allowed = False
         assert self.sample_rate is not None
         return self.sample_rate
+
+    def media_audio(self, pcm: bytes) -> None:
+        """Caller audio that came on a media track (WebRTC): to the session, or kept (the
+        newest few seconds) until it exists. Synchronous, never blocks."""
+        self._audio(pcm)
 
     def _audio(self, pcm: bytes) -> None:
         if not pcm:
@@ -294,6 +306,17 @@ class ClientLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refuse_off_track(parsed: Audio | Control) -> None:
+    if isinstance(parsed, Audio):
+        raise ProtocolError("bad_message", "audio goes on the WebRTC audio track, not here")
+    if parsed.type in ("hello", "playback"):
+        raise ProtocolError(
+            "bad_message",
+            f"{parsed.type} is not used over WebRTC: the audio track sets the format and the "
+            "server knows what it played",
+        )
 
 
 class WebSocketRealtimeTransport(RealtimeTransport):
