@@ -372,3 +372,29 @@ async def test_trickled_candidates_are_taken_and_bad_ones_refused(
     assert (await client.patch(wrong, data="{}", content_type="x")).status_code == 404
     started = await caller.until(lambda: caller.message("session_started"), what="started")
     await _hang_up(caller, started["session_id"])
+
+
+@override_settings(ROOMVOICE_WEBRTC_CONNECT_TIMEOUT_S=1.0)
+async def test_a_peer_that_never_connects_is_dropped(
+    offer_path: str, member_a: User, built_providers: list[MockRealtimeProvider]
+) -> None:
+    client = await _client(member_a)
+    caller = WebRTCCaller()
+    body = await caller.offer_body()  # offered, then never applies the answer: no ICE
+    response = await client.post(offer_path, data=json.dumps(body), content_type="x")
+    assert response.status_code == 201
+    await built_providers_ready(built_providers)
+    provider = built_providers[0]
+    await provider.wait_until(lambda: provider.sessions)
+    (session_id,) = provider.sessions
+    ended = await _ended_row(session_id)
+    assert ended.end_reason == "timeout"
+    assert "not established" in ended.end_detail
+    assert gateway().peers == []
+    await caller.close()
+
+
+async def built_providers_ready(built: list[MockRealtimeProvider]) -> None:
+    async with asyncio.timeout(10):
+        while not built:  # noqa: ASYNC110 -- the provider is built by the host task
+            await asyncio.sleep(0.02)

@@ -571,9 +571,10 @@ class WebRTCGateway:
         self._peers.pop(peer.id, None)
 
     def _ensure_watch(self) -> None:
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.get_running_loop().create_task(
-                self._watchdog(), name="webrtc-watchdog"
+        loop = asyncio.get_running_loop()
+        if self._watch is None or self._watch.done() or self._watch.get_loop() is not loop:
+            self._watch = loop.create_task(
+                self._watchdog(), name="webrtc-watchdog", context=contextvars.Context()
             )
 
     async def _watchdog(self) -> None:
