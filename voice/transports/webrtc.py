@@ -437,6 +437,7 @@ class WebRTCPeer:
             return
         self.closed = True
         self.gateway._forget(self)
+        logger.info("peer %s closed: %s", self.id, self.describe())
         self.outbound.stop()
         try:
             await self.pc.close()

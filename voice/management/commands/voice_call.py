@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,6 @@ class CommandLineTransport(RealtimeTransport):
         self.printer = printer
         self.out = out
         self.reply_bytes = 0
-        self.session_id = ""  # known from the start, even when the start then fails
 
     def transport_sample_rate(self, session: LiveSession) -> int | None:
         return self.sample_rate
@@ -248,7 +247,7 @@ class CommandLineTransport(RealtimeTransport):
         self._deliver_audio(session, pcm)
 
     async def accept(self, session: LiveSession, connection: Any) -> None:
-        self.session_id = session.id  # nothing else to accept: the command is the caller
+        return None  # nothing to accept: the command is the caller
 
     async def send_audio(self, session: LiveSession, audio: bytes) -> None:
         if self.out is not None:
@@ -257,33 +256,44 @@ class CommandLineTransport(RealtimeTransport):
         self.state.touch()
 
     async def send_message(self, session: LiveSession, message: dict[str, Any]) -> None:
-        self.state.handle(message)
-        kind = message.get("type")
-        if kind == "transcription" and message.get("is_final"):
-            self.printer.said(f"{message.get('role')}: {message.get('text')}")
-        elif kind == "transcript_corrected":
-            self.printer.said(f"{message.get('role')} (as heard): {message.get('text')}")
-        elif kind == "error":
-            self.printer.note(f"error {message.get('code')}: {message.get('message')}")
-        elif kind == "access":
-            self.printer.note(
-                f"access changed: can speak {message.get('can_speak')}, "
-                f"can hear {message.get('can_hear')}"
-            )
-        elif kind == "clear_audio":
-            self.printer.note("the caller spoke over the reply (barge-in)")
+        show_client_message(self.state, self.printer, message)
 
     async def disconnect(self, session: LiveSession) -> None:
         self.state.ended = True
         self.state.touch()
 
 
+def show_client_message(state: CallState, printer: Printer, message: dict[str, Any]) -> None:
+    """A message a caller's client is told: noted in ``state``, printed for people."""
+    state.handle(message)
+    kind = message.get("type")
+    if kind == "transcription" and message.get("is_final"):
+        printer.said(f"{message.get('role')}: {message.get('text')}")
+    elif kind == "transcript_corrected":
+        printer.said(f"{message.get('role')} (as heard): {message.get('text')}")
+    elif kind == "error":
+        printer.note(f"error {message.get('code')}: {message.get('message')}")
+    elif kind == "access":
+        printer.note(
+            f"access changed: can speak {message.get('can_speak')}, "
+            f"can hear {message.get('can_hear')}"
+        )
+    elif kind == "clear_audio":
+        printer.note("the caller spoke over the reply (barge-in)")
+
+
 class ReportingStore(DjangoStore):
-    """The database store, printing each tool call with its arguments and outcome."""
+    """The database store, printing each tool call with its arguments and outcome, and
+    keeping the session's id (known from the start, even when the start then fails)."""
 
     def __init__(self, *, printer: Printer, **options: Any) -> None:
         super().__init__(**options)
         self.printer = printer
+        self.session_id = ""
+
+    async def session_created(self, session: LiveSession) -> None:
+        self.session_id = session.id
+        await super().session_created(session)
 
     async def tool_call_started(self, record: StoredToolCall) -> None:
         await super().tool_call_started(record)
@@ -339,7 +349,150 @@ class CallPlan:
     participant: str
 
 
-class Command(BaseCommand):
+#: ``converse(channel, session)``: the caller's part of a started session, until it is over;
+#: True when it went as planned (voice_call: the reply was over before ``--wait`` ran out).
+Converse = Callable[[RealtimeVoiceChannel, LiveSession], Awaitable[bool]]
+
+
+def check_participant(value: object) -> str:
+    participant = str(value).strip()
+    if not participant or len(participant) > 128 or participant.startswith("user:"):
+        raise CommandError(
+            "--participant must be 1-128 characters, not starting with 'user:'",
+            returncode=EXIT_USAGE,
+        )
+    return participant
+
+
+def voice_plan(room: Room, agent_slug: str, participant: str) -> VoicePlan:
+    """The same admission rules as the WebSocket path (tenant active, room open, access not
+    revoked, the agent's provider buildable)."""
+    if not room.tenant.is_active:
+        raise CommandError(f"tenant {room.tenant.slug} is inactive", returncode=EXIT_USAGE)
+    admission = Admission(tenant=room.tenant, room=room, participant_id=participant, via="cli")
+    try:
+        return plan_voice(admission, agent_slug=agent_slug)
+    except Refusal as refusal:
+        if refusal.code == "not_found" and "agent" in refusal.message:
+            message = f"no agent {agent_slug!r} in tenant {room.tenant.slug}"
+        else:
+            message = refusal.message
+        code = EXIT_FAILED if refusal.code == "unavailable" else EXIT_USAGE
+        raise CommandError(message, returncode=code) from None
+    except Exception as error:  # a provider that cannot be built from the agent's settings
+        raise CommandError(
+            f"agent {agent_slug!r} cannot be used: {type(error).__name__}: {error}",
+            returncode=EXIT_FAILED,
+        ) from None
+
+
+async def run_hosted_session(
+    plan: VoicePlan,
+    transport: RealtimeTransport,
+    *,
+    state: CallState,
+    printer: Printer,
+    participant: str,
+    metadata: dict[str, Any],
+    converse: Converse,
+) -> CallResult:
+    """One whole session of ``plan``'s agent with ``transport``'s caller, recorded by the
+    database store (as ``transport.name``), the command its host on the channel layer and
+    the room's control listener running: ``converse`` is the caller's part. The session is
+    ended as the caller's (``ended_by_caller``) when ``converse`` returns, with an
+    operator's reason when one ended it, as a hang-up when the command is cancelled."""
+    try:
+        room = plan.admission.room
+        layer = get_channel_layer()
+        store = ReportingStore(
+            printer=printer,
+            tenant=plan.admission.tenant,
+            agent=plan.agent,
+            transport=TransportKind(transport.name),
+        )
+        host = Host(layer, state, store)
+        store.host_channel_name = await host.open()
+        channel = channel_for_agent(
+            plan.config, transport=transport, store=store, provider=plan.provider
+        )
+        background: list[asyncio.Task[None]] = []
+        session: LiveSession | None = None
+        reason: str = EndReason.ENDED_BY_CALLER
+        try:
+            if layer is not None:
+                listener = RoomControlListener(
+                    channel, room_uuid=str(room.pk), room_id=str(room.pk)
+                )
+                background.append(asyncio.create_task(listener.run(), name="voice-call-control"))
+                try:
+                    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                        await listener.wait_subscribed()
+                except TimeoutError:
+                    return CallResult("", "the channel layer did not answer", False)
+            try:
+                session = await channel.start_session(str(room.pk), participant, metadata=metadata)
+            except Exception as error:
+                failure = f"the session did not start: {_describe(error)}"
+                return CallResult(store.session_id, failure, False)
+            printer.started = time.monotonic()
+            printer.note(f"session {session.id} started")
+            if layer is not None:
+                background.append(
+                    asyncio.create_task(host.run(channel, session), name="voice-call-host")
+                )
+            finished = await converse(channel, session)
+            if state.stop_reason:
+                reason = state.stop_reason
+            return CallResult(session.id, _failure(state), finished)
+        except asyncio.CancelledError:
+            reason = EndReason.CLIENT_HANGUP  # Ctrl-C: the caller hung up
+            raise
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if session is not None:
+                await channel.end_session(session, reason=reason)
+                printer.note(f"session ended ({state.ended_reason or reason})")
+            await channel.close()
+    finally:
+        # The engine's database calls ran on a worker thread: close its connection.
+        await database_sync_to_async(connections.close_all)()
+
+
+class SessionCommand(BaseCommand):
+    """What the commands running one session (voice_call, voice_local) share: lines for
+    people, flushed at once (output may be piped), and the outcome at the end."""
+
+    def _finish(self, result: CallResult) -> None:
+        """Say how the session was recorded; raise the exit code of a failed one."""
+        if result.session_id:
+            row = (
+                VoiceSession.objects.filter(pk=result.session_id)
+                .values("state", "end_reason", "end_detail")
+                .first()
+            )
+            if row is not None:
+                detail = f": {one_line(row['end_detail'])}" if row["end_detail"] else ""
+                self._write_err(
+                    f"session {result.session_id} recorded: {row['state']}, "
+                    f"{row['end_reason']}{detail}"
+                )
+        if result.interrupted:
+            raise CommandError("interrupted: the session was ended", returncode=EXIT_INTERRUPTED)
+        if result.failure:
+            raise CommandError(result.failure, returncode=EXIT_FAILED)
+
+    def _write_out(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def _write_err(self, line: str) -> None:
+        self.stderr.write(line, style_func=plain)
+        self.stderr.flush()
+
+
+class Command(SessionCommand):
     help = (
         "Run one whole voice session headless: stream a WAV file (16-bit PCM, mono or "
         "stereo, 8-192 kHz) as the caller, through the engine and the agent's provider (or "
@@ -401,7 +554,7 @@ class Command(BaseCommand):
         )
         try:
             with quiet_logging(options["verbosity"]):
-                result = asyncio.run(self._call(call, transport))
+                result = asyncio.run(self._session(call, transport))
         except KeyboardInterrupt:
             result = CallResult("", "interrupted", reply_finished=False, interrupted=True)
         finally:
@@ -422,122 +575,46 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--wait must be between 0 and {MAX_WAIT_S:g} seconds", returncode=EXIT_USAGE
             )
-        participant = str(options["participant"]).strip()
-        if not participant or len(participant) > 128 or participant.startswith("user:"):
-            raise CommandError(
-                "--participant must be 1-128 characters, not starting with 'user:'",
-                returncode=EXIT_USAGE,
-            )
+        participant = check_participant(options["participant"])
         try:
             wav = read_wav(Path(options["wav"]))
         except WavError as error:
             raise CommandError(str(error), returncode=EXIT_USAGE) from None
         room = find_room(options["room"], options["tenant"])
-        if not room.tenant.is_active:
-            raise CommandError(f"tenant {room.tenant.slug} is inactive", returncode=EXIT_USAGE)
         return CallPlan(
-            plan=self._voice_plan(room, str(options["agent"]).strip().lower(), participant),
+            plan=voice_plan(room, str(options["agent"]).strip().lower(), participant),
             wav=wav,
             speed=speed,
             wait_s=wait_s,
             participant=participant,
         )
 
-    @staticmethod
-    def _voice_plan(room: Room, agent_slug: str, participant: str) -> VoicePlan:
-        """The same admission rules as the WebSocket path (room open, access not revoked,
-        the agent's provider buildable)."""
-        admission = Admission(tenant=room.tenant, room=room, participant_id=participant, via="cli")
-        try:
-            return plan_voice(admission, agent_slug=agent_slug)
-        except Refusal as refusal:
-            if refusal.code == "not_found" and "agent" in refusal.message:
-                message = f"no agent {agent_slug!r} in tenant {room.tenant.slug}"
-            else:
-                message = refusal.message
-            code = EXIT_FAILED if refusal.code == "unavailable" else EXIT_USAGE
-            raise CommandError(message, returncode=code) from None
-        except Exception as error:  # a provider that cannot be built from the agent's settings
-            raise CommandError(
-                f"agent {agent_slug!r} cannot be used: {type(error).__name__}: {error}",
-                returncode=EXIT_FAILED,
-            ) from None
-
     # --- the call -----------------------------------------------------------------------------
 
-    async def _call(self, call: CallPlan, transport: CommandLineTransport) -> CallResult:
-        try:
-            return await self._session(call, transport)
-        finally:
-            # The engine's database calls ran on a worker thread: close its connection.
-            await database_sync_to_async(connections.close_all)()
-
     async def _session(self, call: CallPlan, transport: CommandLineTransport) -> CallResult:
-        plan = call.plan
-        room = plan.admission.room
         state, printer = transport.state, transport.printer
-        layer = get_channel_layer()
-        store = ReportingStore(
-            printer=printer,
-            tenant=plan.admission.tenant,
-            agent=plan.agent,
-            transport=TransportKind.CLI,
-        )
-        host = Host(layer, state, store)
-        store.host_channel_name = await host.open()
-        channel = channel_for_agent(
-            plan.config, transport=transport, store=store, provider=plan.provider
-        )
-        background: list[asyncio.Task[None]] = []
-        session: LiveSession | None = None
-        reason: str = EndReason.ENDED_BY_CALLER
-        try:
-            if layer is not None:
-                listener = RoomControlListener(
-                    channel, room_uuid=str(room.pk), room_id=str(room.pk)
-                )
-                background.append(asyncio.create_task(listener.run(), name="voice-call-control"))
-                try:
-                    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                        await listener.wait_subscribed()
-                except TimeoutError:
-                    return CallResult("", "the channel layer did not answer", False)
-            try:
-                session = await channel.start_session(
-                    str(room.pk),
-                    call.participant,
-                    metadata={"via": "voice_call", "wav": call.wav.name, "speed": call.speed},
-                )
-            except Exception as error:
-                failure = f"the session did not start: {_describe(error)}"
-                return CallResult(transport.session_id, failure, False)
-            printer.started = time.monotonic()
-            printer.note(f"session {session.id} started")
-            if layer is not None:
-                background.append(
-                    asyncio.create_task(host.run(channel, session), name="voice-call-host")
-                )
+
+        async def converse(channel: RealtimeVoiceChannel, session: LiveSession) -> bool:
             await self._stream(channel, transport, session, call)
-            finished = False
-            if not state.over:
-                printer.note(f"{call.wav.name} sent; waiting up to {call.wait_s:g} s for the reply")
-                line = asyncio.create_task(self._keep_line_open(transport, session, call.wav.rate))
-                background.append(line)
-                finished = await self._wait_for_reply(channel, session, state, call.wait_s)
-            if state.stop_reason:
-                reason = state.stop_reason
-            return CallResult(session.id, _failure(state), finished)
-        except asyncio.CancelledError:
-            reason = EndReason.CLIENT_HANGUP  # Ctrl-C: the caller hung up
-            raise
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            if session is not None:
-                await channel.end_session(session, reason=reason)
-                printer.note(f"session ended ({state.ended_reason or reason})")
-            await channel.close()
+            if state.over:
+                return False
+            printer.note(f"{call.wav.name} sent; waiting up to {call.wait_s:g} s for the reply")
+            line = asyncio.create_task(self._keep_line_open(transport, session, call.wav.rate))
+            try:
+                return await self._wait_for_reply(channel, session, state, call.wait_s)
+            finally:
+                line.cancel()
+                await asyncio.gather(line, return_exceptions=True)
+
+        return await run_hosted_session(
+            call.plan,
+            transport,
+            state=state,
+            printer=printer,
+            participant=call.participant,
+            metadata={"via": "voice_call", "wav": call.wav.name, "speed": call.speed},
+            converse=converse,
+        )
 
     @staticmethod
     async def _stream(
@@ -617,36 +694,13 @@ class Command(BaseCommand):
     def _summarize(self, result: CallResult, out_path: Path | None, reply_s: float) -> None:
         if out_path is not None:
             self._write_err(f"wrote {reply_s:.2f} s of reply audio to {out_path}")
-        if result.session_id:
-            row = (
-                VoiceSession.objects.filter(pk=result.session_id)
-                .values("state", "end_reason", "end_detail")
-                .first()
-            )
-            if row is not None:
-                detail = f": {one_line(row['end_detail'])}" if row["end_detail"] else ""
-                self._write_err(
-                    f"session {result.session_id} recorded: {row['state']}, "
-                    f"{row['end_reason']}{detail}"
-                )
-        if result.interrupted:
-            raise CommandError("interrupted: the session was ended", returncode=EXIT_INTERRUPTED)
-        if result.failure:
-            raise CommandError(result.failure, returncode=EXIT_FAILED)
+        self._finish(result)
         if not result.reply_finished:
             self.stderr.write(
                 "the reply was not over when --wait ran out (or none came): the session was "
                 "ended anyway",
                 style_func=self.style.WARNING,
             )
-
-    def _write_out(self, line: str) -> None:
-        self.stdout.write(line)
-        self.stdout.flush()
-
-    def _write_err(self, line: str) -> None:
-        self.stderr.write(line, style_func=plain)
-        self.stderr.flush()
 
 
 def _open_out(path: Path, rate: int) -> wave.Wave_write:
