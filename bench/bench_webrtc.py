@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fixtures.webrtc import RATE, WebRTCCaller, tone  # noqa: E402
-from voice.session import LiveSession  # noqa: E402
-from voice.transports.webrtc import WebRTCGateway, WebRTCRealtimeTransport  # noqa: E402
+from tests.fixtures.webrtc import RATE, WebRTCCaller, tone
+from voice.session import LiveSession
+from voice.transports.webrtc import WebRTCGateway, WebRTCRealtimeTransport
 
 BURST_MS = 200
 
