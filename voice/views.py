@@ -14,6 +14,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from rooms import services as room_services
@@ -23,6 +24,7 @@ from rooms.selectors import tenant_ids_for_user
 from voice import services as voice_services
 from voice.admission import Admission, Refusal, admit_token, admit_user, plan_voice
 from voice.models import SessionState, VoiceSession
+from voice.webrtc import ice_servers_for_clients
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ def voice_page(request: HttpRequest, room: str) -> HttpResponse:
             "room": None,
             "agent": None,
             "ws_path": f"/ws/rooms/{room}/voice/" + (f"?{agent_query}" if agent_query else ""),
+            "webrtc_offer_path": reverse("voice:webrtc-offer", kwargs={"room": room}),
+            "agent_slug": agent_slug or "",
+            "ice_servers": ice_servers_for_clients(),
             "token_in_fragment": True,
             "login_url": f"{resolve_url(settings.LOGIN_URL)}?"
             + urlencode({"next": request.get_full_path()}, safe="/"),
@@ -86,6 +91,10 @@ def voice_page(request: HttpRequest, room: str) -> HttpResponse:
         "room": admission.room,
         "agent": plan.agent,
         "ws_path": f"/ws/rooms/{admission.room.pk}/voice/?{urlencode(query)}",
+        # The page's WebRTC connection: the offer's URL, the agent and the STUN/TURN servers.
+        "webrtc_offer_path": reverse("voice:webrtc-offer", kwargs={"room": admission.room.pk}),
+        "agent_slug": plan.agent.slug,
+        "ice_servers": ice_servers_for_clients(),
     }
     response = render(request, "voice/voice.html", context)
     if token:

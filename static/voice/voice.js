@@ -1,7 +1,11 @@
-// roomvoice voice page: microphone → WebSocket → speakers, plus transcript and status.
+// roomvoice voice page: microphone → server → speakers, plus transcript and status.
 // Protocol: docs/protocol.md ("Voice"). No dependencies; loaded as an ES module.
 //
-// Overview
+// Two transports, chosen on the page ("Connection"; remembered in localStorage, or
+// ?transport=webrtc|websocket in the page's URL), behind one interface (`conn`, see
+// openSocket and openWebRTC): the JSON messages are handled the same way (onJson).
+//
+// WebSocket
 // - Capture: getUserMedia → MediaStreamSource → AudioWorkletNode (capture-worklet.js),
 //   which posts 20 ms PCM16 frames; each frame is sent as one binary WebSocket frame.
 // - Playback: each binary frame from the server (or base64 `audio` message) becomes an
@@ -9,6 +13,15 @@
 //   AudioContext clock (see schedulePcm).
 // - A ~10 Hz tick reads the AudioContext clock to retire played chunks, report the
 //   reply's playback position to the server, and update meters and diagnostics.
+//
+// WebRTC (webrtc.js)
+// - The microphone and the reply are Opus tracks; the JSON messages go on a data channel.
+//   No playback reports: the server knows what it sent. clear_audio only updates the page
+//   (the server has already dropped its queue; the browser's jitter buffer is small).
+// - The tick reads the levels from AnalyserNodes (mic and reply), counts the time the reply
+//   was audible as "played", and polls getStats() for the diagnostics.
+
+import { WEBRTC_SUPPORTED, WebRTCConnection, analyserRms } from './webrtc.js';
 
 const app = document.getElementById('voice-app');
 
@@ -26,6 +39,10 @@ const RECONNECT_GIVE_UP_MS = 120_000;
 const END_TIMEOUT_MS = 2_000; // wait this long for session_ended after sending "end"
 const MAX_SOCKET_BACKLOG = 64 * 1024; // bytes queued in the socket before mic frames are dropped
 const MAX_ERRORS = 8;
+const TRANSPORTS = ['websocket', 'webrtc'];
+const TRANSPORT_STORAGE_KEY = 'roomvoice.voice.transport';
+const RTC_STATS_MS = 1_000; // how often the diagnostics read getStats() in WebRTC mode
+const AUDIBLE_RMS = 0.003; // ~-50 dBFS: the reply track counts as playing above this
 const WORKLET_NAME = 'roomvoice-pcm16-capture';
 // Resolved against this module's own URL, so it works wherever static files are served.
 const WORKLET_URL = new URL('./capture-worklet.js', import.meta.url);
@@ -73,7 +90,14 @@ const ERROR_TEXT = {
   not_connected: 'Not live: connect first, then send your message.',
   rate_mismatch: 'The server chose a different sample rate from this page; audio may sound wrong.',
   bad_server_message: 'Received a message from the server that this page could not read.',
+  webrtc_failed:
+    'The WebRTC connection could not be established (a firewall may block it). Press Connect to try again, or choose the WebSocket connection.',
+  no_webrtc: 'This browser does not support WebRTC: the WebSocket connection is used.',
+  bad_request: 'The server could not use the request this page sent to start the call.',
+  internal_error: 'The server could not start or continue the call because of an internal error.',
 };
+
+const TRANSPORT_TEXT = { websocket: 'WebSocket', webrtc: 'WebRTC' };
 
 const CLOSE_CODE_ERROR = {
   4401: 'unauthenticated',
@@ -126,6 +150,8 @@ const ui = app && {
   textSubmit: $('text-form')?.querySelector('button[type="submit"]'),
   toolCalls: $('tool-calls'),
   stats: $('voice-stats'),
+  transportChoice: $('transport-choice'),
+  replyAudio: $('reply-audio'),
 };
 const agentName = app?.dataset.agentName || 'Assistant';
 
@@ -133,8 +159,12 @@ const agentName = app?.dataset.agentName || 'Assistant';
 
 let state = 'idle';
 let attempt = 0; // bumped by start/cancel/teardown: stale async work checks it and bails out
-let audio = null; // {ctx, stream, source, worklet, output, micStopped}
-let conn = null; // the current socket: {socket, opened, lastErrorCode}
+let audio = null; // {ctx, stream, sendStream, source, worklet, micAnalyser, output, micStopped}
+let transport = 'websocket'; // the current (or last) call's transport, chosen at Connect
+// The current connection: {kind, opened, lastErrorCode, isOpen(), sendJson(message),
+// close({hangUp}), muteReply(), reportsPlayback} plus `socket` (WebSocket) or `rtc`
+// (a WebRTCConnection, with `lastStats`).
+let conn = null;
 let sessionEnded = false; // session_ended seen on the current socket
 let userEnding = false; // End pressed; waiting for session_ended
 let openedThisCall = false; // some socket opened since Connect (decides reconnect vs fail)
@@ -146,6 +176,11 @@ let drainTimer = 0;
 let tickTimer = 0;
 let lastTickAt = 0;
 let inputPeakRms = 0; // loudest mic frame since the last tick
+let lastLevelAt = 0; // WebRTC: when the reply's level was last read (for "played")
+let rtcStatsPending = false;
+let lastRtcStatsAt = 0;
+// WebRTC: getStats() counts per peer connection; the call's totals add up finished ones.
+const rtcTotals = { sentSeconds: 0, receivedSeconds: 0, replyEnergy: 0 };
 
 const stats = {
   sessionId: '',
@@ -155,6 +190,12 @@ const stats = {
   droppedFrames: 0,
   clears: 0,
   reconnects: 0,
+  transport: '',
+  connectionState: '', // WebRTC: the peer connection's state
+  rttMs: null,
+  jitterMs: null,
+  packetsLost: 0,
+  replyEnergy: 0, // WebRTC: the reply track's total audio energy (getStats)
 };
 
 // Playback bookkeeping. Chunks are kept in start order; at most the first one is playing.
@@ -182,14 +223,13 @@ function el(tag, className, text) {
   return node;
 }
 
-function socketOpen() {
-  return conn !== null && conn.socket.readyState === WebSocket.OPEN;
+function connOpen() {
+  return conn !== null && conn.isOpen();
 }
 
 function sendJson(message) {
-  if (!socketOpen()) return false;
-  conn.socket.send(JSON.stringify(message));
-  return true;
+  if (!connOpen()) return false;
+  return conn.sendJson(message);
 }
 
 function humanize(code) {
@@ -240,6 +280,8 @@ function updateControls() {
     ui.turn.disabled = !(state === 'live' && !userEnding);
   }
   if (ui.textSubmit) ui.textSubmit.disabled = !(state === 'live' && !userEnding);
+  // The transport is chosen between calls, not during one.
+  if (ui.transportChoice) ui.transportChoice.disabled = !['idle', 'ended', 'error'].includes(state);
   // A button disabled while focused drops keyboard focus to <body>. Hand focus to the
   // control that makes sense now (or, if none is usable yet, to the next one that is).
   const unusable = (node) => node.disabled || node.hidden;
@@ -409,8 +451,23 @@ function renderStats(playedMs) {
   setStat('data-session-id', 'session-id', stats.sessionId, stats.sessionId || 'none');
   setStat('data-dropped-frames', 'dropped-frames', stats.droppedFrames, String(stats.droppedFrames));
   setStat('data-reconnects', 'reconnects', stats.reconnects, String(stats.reconnects));
-  const rate = stats.sampleRate || (audio ? wireRate() : 0);
+  const rate = stats.sampleRate || (audio && transport === 'websocket' ? wireRate() : 0);
   setStat('data-sample-rate', 'sample-rate', rate, rate ? `${rate} Hz` : 'unknown');
+  const kind = TRANSPORT_TEXT[stats.transport] || '';
+  const linkState = stats.connectionState ? ` (${stats.connectionState})` : '';
+  setStat('data-transport', 'transport', stats.transport, kind ? `${kind}${linkState}` : 'none');
+  setStat('data-connection-state', 'connection-state', stats.connectionState, stats.connectionState || 'none');
+  const rtt = stats.rttMs === null ? '' : String(stats.rttMs);
+  setStat('data-rtt-ms', 'rtt-ms', rtt, rtt ? `${rtt} ms` : 'unknown');
+  const jitter = stats.jitterMs === null ? '' : String(stats.jitterMs);
+  setStat('data-jitter-ms', 'jitter-ms', jitter, jitter ? `${jitter} ms` : 'unknown');
+  setStat('data-packets-lost', 'packets-lost', stats.packetsLost, String(stats.packetsLost));
+  const energy = stats.replyEnergy.toFixed(6);
+  setStat('data-reply-energy', 'reply-energy', energy, energy);
+  // The rows that only mean something for one transport.
+  for (const row of ui.stats.querySelectorAll('[data-transport-only]')) {
+    row.hidden = row.dataset.transportOnly !== (stats.transport || chosenTransport());
+  }
 }
 
 function resetStats() {
@@ -422,7 +479,14 @@ function resetStats() {
     droppedFrames: 0,
     clears: 0,
     reconnects: 0,
+    transport: '',
+    connectionState: '',
+    rttMs: null,
+    jitterMs: null,
+    packetsLost: 0,
+    replyEnergy: 0,
   });
+  Object.assign(rtcTotals, { sentSeconds: 0, receivedSeconds: 0, replyEnergy: 0 });
   playback.totalSeconds = 0;
   renderStats(0);
 }
@@ -544,7 +608,8 @@ function measurePlayback() {
 function reportPlayback(replyMs, queued) {
   const drained = !queued && playback.hadQueued;
   playback.hadQueued = queued;
-  if (!socketOpen() || sessionEnded) return;
+  // Never over WebRTC: the server refuses playback reports there (it knows what it sent).
+  if (!connOpen() || !conn.reportsPlayback || sessionEnded) return;
   if ((queued && replyMs > 0 && replyMs !== playback.lastReportedMs) || drained) {
     sendJson({ type: 'playback', played_ms: replyMs });
     playback.lastReportedMs = replyMs;
@@ -563,12 +628,69 @@ function maybeTick() {
 }
 
 function tick() {
-  const measured = measurePlayback();
-  reportPlayback(measured.replyMs, measured.queued);
+  let measured;
+  if (transport === 'webrtc') {
+    measured = measureWebRTC();
+  } else {
+    measured = measurePlayback();
+    reportPlayback(measured.replyMs, measured.queued);
+  }
   setMeter(ui.inputLevel, audio && !audio.micStopped ? inputPeakRms : 0);
   inputPeakRms = 0;
   setMeter(ui.outputLevel, measured.rms);
   renderStats(measured.totalMs);
+}
+
+// WebRTC: the levels come from AnalyserNodes on the mic and on the reply track; the time
+// the reply was audible counts as played. Returns {rms, totalMs} like measurePlayback.
+function measureWebRTC() {
+  const now = performance.now();
+  const a = audio;
+  if (a?.micAnalyser && !a.micStopped) {
+    a.micScratch ||= new Float32Array(a.micAnalyser.fftSize);
+    inputPeakRms = Math.max(inputPeakRms, analyserRms(a.micAnalyser, a.micScratch));
+  }
+  const rms = conn?.kind === 'webrtc' ? conn.rtc.replyRms() : 0;
+  // At most a second per reading: a throttled background tab does not count a gap as played.
+  const elapsed = lastLevelAt ? Math.min(1, (now - lastLevelAt) / 1000) : 0;
+  lastLevelAt = conn?.kind === 'webrtc' ? now : 0;
+  if (rms >= AUDIBLE_RMS) playback.totalSeconds += elapsed;
+  pollRtcStats(now);
+  return { rms, totalMs: Math.floor(playback.totalSeconds * 1000) };
+}
+
+// getStats() is asynchronous and not free: about once a second, one at a time.
+function pollRtcStats(now) {
+  const current = conn;
+  if (current?.kind !== 'webrtc' || rtcStatsPending || now - lastRtcStatsAt < RTC_STATS_MS) return;
+  rtcStatsPending = true;
+  lastRtcStatsAt = now;
+  current.rtc
+    .readStats()
+    .then((read) => {
+      if (!read || conn !== current) return;
+      current.lastStats = read;
+      stats.sentSeconds = rtcTotals.sentSeconds + read.sentSeconds;
+      stats.receivedSeconds = rtcTotals.receivedSeconds + read.receivedSeconds;
+      stats.replyEnergy = rtcTotals.replyEnergy + read.replyEnergy;
+      stats.packetsLost = read.packetsLost;
+      stats.jitterMs = read.jitterMs;
+      stats.rttMs = read.rttMs;
+    })
+    .catch(() => {}) // a closing connection: the next one reports
+    .finally(() => {
+      rtcStatsPending = false;
+    });
+}
+
+// A WebRTC connection is over: its numbers become part of the call's totals.
+function keepRtcTotals(current) {
+  const read = current?.lastStats;
+  if (!read) return;
+  current.lastStats = null;
+  rtcTotals.sentSeconds += read.sentSeconds;
+  rtcTotals.receivedSeconds += read.receivedSeconds;
+  rtcTotals.replyEnergy += read.replyEnergy;
 }
 
 // --- capture --------------------------------------------------------------------------------
@@ -579,7 +701,7 @@ function onMicFrame(event) {
   if (rms > inputPeakRms) inputPeakRms = rms;
   // Send only on an open socket and never after the session ended or End was pressed.
   // Frames before session_started are fine: the server buffers them.
-  if (socketOpen() && !sessionEnded && !userEnding) {
+  if (connOpen() && conn.kind === 'websocket' && !sessionEnded && !userEnding) {
     if (conn.socket.bufferedAmount > MAX_SOCKET_BACKLOG) {
       stats.droppedFrames += 1; // the network is not keeping up: drop rather than lag
     } else {
@@ -649,8 +771,39 @@ function stopMic() {
     a.worklet.disconnect();
   }
   a.source?.disconnect();
+  a.micAnalyser = null;
   inputPeakRms = 0;
   setMeter(ui.inputLevel, 0);
+}
+
+// WebRTC: the mic's level, read by the tick. Not to the speakers (no local echo).
+function buildMicMeter(a) {
+  try {
+    a.source = a.ctx.createMediaStreamSource(a.stream);
+    a.micAnalyser = a.ctx.createAnalyser();
+    a.micAnalyser.fftSize = 1024;
+    a.source.connect(a.micAnalyser);
+  } catch {
+    a.micAnalyser = null; // e.g. Firefox, a mic at another rate than the context: no meter
+  }
+}
+
+// WebRTC: the microphone went away (unplugged, disabled). Send silence instead: the server
+// ends a call whose track carries no audio for a while, and the caller can still type.
+function sendSilenceInstead(a) {
+  if (a.ctx.state === 'closed') return;
+  try {
+    const destination = a.ctx.createMediaStreamDestination();
+    // A destination with no input sends no frames at all: feed it zeros.
+    const zeros = a.ctx.createConstantSource();
+    zeros.offset.value = 0;
+    zeros.connect(destination);
+    zeros.start();
+    a.sendStream = destination.stream;
+  } catch {
+    return;
+  }
+  if (conn?.kind === 'webrtc') conn.rtc.replaceMicTrack(a.sendStream.getAudioTracks()[0]);
 }
 
 // --- start ----------------------------------------------------------------------------------
@@ -661,6 +814,9 @@ async function start() {
   const myAttempt = ++attempt;
   ui.errors.replaceChildren();
   resetStats(); // a new call counts from zero (a reconnect within a call does not)
+  transport = chosenTransport();
+  stats.transport = transport;
+  const overWebSocket = transport === 'websocket';
 
   const AudioContextClass = window.AudioContext || window.webkitAudioContext;
   if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
@@ -668,7 +824,8 @@ async function start() {
     setState('error', 'Cannot use the microphone here');
     return;
   }
-  if (!AudioContextClass || typeof AudioWorkletNode === 'undefined') {
+  // WebRTC needs no worklet (the browser encodes the mic); its meters use the context.
+  if (!AudioContextClass || (overWebSocket && typeof AudioWorkletNode === 'undefined')) {
     addError('no_worklet');
     setState('error', 'Audio not supported in this browser');
     return;
@@ -685,13 +842,22 @@ async function start() {
     return;
   }
   ctx.resume().catch(() => {});
-  if (!ctx.audioWorklet) {
+  if (overWebSocket && !ctx.audioWorklet) {
     ctx.close().catch(() => {});
     addError('no_worklet');
     setState('error', 'Audio not supported in this browser');
     return;
   }
-  const a = { ctx, stream: null, source: null, worklet: null, output: null, micStopped: false };
+  const a = {
+    ctx,
+    stream: null,
+    sendStream: null, // WebRTC: what the track sends when not the mic (see sendSilenceInstead)
+    source: null,
+    worklet: null,
+    micAnalyser: null,
+    output: null,
+    micStopped: false,
+  };
   audio = a;
   openedThisCall = false;
   pendingReconnectNote = false;
@@ -718,9 +884,21 @@ async function start() {
   }
   a.stream.getAudioTracks().forEach((track) =>
     track.addEventListener('ended', () => {
-      if (audio === a && !a.micStopped) addError('mic_ended');
+      if (audio !== a || a.micStopped) return;
+      addError('mic_ended');
+      if (transport === 'webrtc') sendSilenceInstead(a);
     }),
   );
+
+  if (!overWebSocket) {
+    buildMicMeter(a);
+    lastTickAt = 0;
+    lastLevelAt = 0;
+    tickTimer = setInterval(maybeTick, TICK_MS / 2);
+    setState('connecting');
+    openConnection();
+    return;
+  }
 
   try {
     await a.ctx.audioWorklet.addModule(WORKLET_URL);
@@ -751,10 +929,58 @@ async function start() {
   lastTickAt = 0;
   tickTimer = setInterval(maybeTick, TICK_MS / 2);
   setState('connecting');
-  openSocket();
+  openConnection();
 }
 
-// --- the socket -----------------------------------------------------------------------------
+// --- the transport switch -------------------------------------------------------------------
+
+function storedTransport() {
+  try {
+    return localStorage.getItem(TRANSPORT_STORAGE_KEY) || '';
+  } catch {
+    return ''; // storage disabled (privacy settings): the default then
+  }
+}
+
+// The page's URL (?transport=…, for links and tests) wins over the remembered choice; that
+// wins over the default, the WebSocket.
+function initTransportChoice() {
+  const choice = ui.transportChoice;
+  if (!choice) return;
+  const fromUrl = new URLSearchParams(location.search).get('transport');
+  const remembered = storedTransport();
+  let initial = TRANSPORTS.includes(fromUrl) ? fromUrl : TRANSPORTS.includes(remembered) ? remembered : 'websocket';
+  const webrtcInput = choice.querySelector('input[value="webrtc"]');
+  if (!WEBRTC_SUPPORTED || !app.dataset.webrtcOfferPath) {
+    if (webrtcInput) webrtcInput.disabled = true;
+    if (initial === 'webrtc') addError('no_webrtc');
+    initial = 'websocket';
+  }
+  const input = choice.querySelector(`input[value="${initial}"]`);
+  if (input) input.checked = true;
+  choice.addEventListener('change', (event) => {
+    const value = event.target?.value;
+    if (!TRANSPORTS.includes(value)) return;
+    try {
+      localStorage.setItem(TRANSPORT_STORAGE_KEY, value);
+    } catch {
+      // not remembered; still used for the next call
+    }
+    renderStats(Math.floor(playback.totalSeconds * 1000));
+  });
+}
+
+function chosenTransport() {
+  const value = ui.transportChoice?.querySelector('input[name="transport"]:checked')?.value;
+  return value === 'webrtc' && WEBRTC_SUPPORTED ? 'webrtc' : 'websocket';
+}
+
+function openConnection() {
+  if (transport === 'webrtc') openWebRTC();
+  else openSocket();
+}
+
+// --- the connection -------------------------------------------------------------------------
 
 // The negotiated rate: WIRE_RATE, or the context's own when that is lower.
 function wireRate() {
@@ -765,6 +991,23 @@ function wireRate() {
 // the server, so the token stays out of access logs; it goes on the WebSocket URL only.
 function fragmentToken() {
   return new URLSearchParams(location.hash.slice(1)).get('token') || '';
+}
+
+// WebRTC: the room token the page was opened with (fragment, or the page's own ?token=), for
+// the offer's body; none for a member signed in.
+function roomToken() {
+  if (app.dataset.tokenFragment === 'true') return fragmentToken();
+  return new URLSearchParams(location.search).get('token') || '';
+}
+
+// The STUN/TURN servers the server configured (ROOMVOICE_WEBRTC_ICE_SERVERS).
+function iceServers() {
+  try {
+    const servers = JSON.parse($('rv-ice-servers')?.textContent || '[]');
+    return Array.isArray(servers) ? servers : [];
+  } catch {
+    return [];
+  }
 }
 
 function socketUrl() {
@@ -787,7 +1030,25 @@ function openSocket() {
     return;
   }
   socket.binaryType = 'arraybuffer';
-  const current = { socket, opened: false, lastErrorCode: '' };
+  const current = {
+    kind: 'websocket',
+    socket,
+    opened: false,
+    lastErrorCode: '',
+    reportsPlayback: true,
+    isOpen: () => socket.readyState === WebSocket.OPEN,
+    sendJson: (message) => {
+      socket.send(JSON.stringify(message));
+      return true;
+    },
+    // The server ends the session when the socket closes, whether or not we hang up.
+    close: () => {
+      if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+        socket.close(1000);
+      }
+    },
+    muteReply: () => {}, // stopPlayback does it
+  };
   conn = current;
   sessionEnded = false;
   socket.addEventListener('open', () => {
@@ -805,6 +1066,61 @@ function openSocket() {
     conn = null;
     onClose(current, event);
   });
+}
+
+// The same `conn` interface over WebRTC. Closes report like a socket's: a refused offer as
+// the WebSocket's 44xx code for that refusal (`refused`), a lost connection as 1006.
+function openWebRTC() {
+  const current = {
+    kind: 'webrtc',
+    rtc: null,
+    opened: false,
+    lastErrorCode: '',
+    lastStats: null,
+    reportsPlayback: false,
+    isOpen: () => current.rtc.isOpen(),
+    sendJson: (message) => current.rtc.sendJson(message),
+    close: (options) => current.rtc.close(options),
+    muteReply: () => current.rtc.muteReply(),
+  };
+  current.rtc = new WebRTCConnection({
+    offerUrl: app.dataset.webrtcOfferPath,
+    iceServers: iceServers(),
+    csrfToken: app.dataset.csrfToken || '',
+    token: roomToken(),
+    agent: app.dataset.agentSlug || '',
+    micStream: audio.sendStream || audio.stream,
+    audioElement: ui.replyAudio,
+    audioContext: audio.ctx,
+    handlers: {
+      onOpen: () => {
+        if (conn !== current) return;
+        current.opened = true;
+        openedThisCall = true;
+      },
+      onJson: (text) => {
+        if (conn === current) onJson(text, current);
+      },
+      onError: (code, detail) => {
+        if (conn === current) addError(code, detail);
+      },
+      onStateChange: (connectionState) => {
+        if (conn !== current) return;
+        stats.connectionState = connectionState;
+        renderStats(Math.floor(playback.totalSeconds * 1000));
+      },
+      onClose: (info) => {
+        if (conn !== current) return; // a connection we already let go of
+        conn = null;
+        keepRtcTotals(current);
+        onClose(current, info);
+      },
+    },
+  });
+  conn = current;
+  sessionEnded = false;
+  stats.connectionState = 'new';
+  current.rtc.connect();
 }
 
 function decodeBase64(text) {
@@ -890,7 +1206,8 @@ function onSessionStarted(message) {
   manualTurns = message.turn_detection === 'manual';
   const rate = Number(message.sample_rate);
   stats.sampleRate = rate > 0 ? rate : wireRate();
-  if (stats.sampleRate !== wireRate()) {
+  // Over WebRTC the rate is Opus' (48 kHz): the browser resamples, there is nothing to match.
+  if (transport === 'websocket' && stats.sampleRate !== wireRate()) {
     addError('rate_mismatch', `Server ${stats.sampleRate} Hz, page ${wireRate()} Hz.`);
   }
   if (pendingReconnectNote) {
@@ -935,10 +1252,12 @@ function onClose(current, event) {
     teardown();
     return;
   }
-  if (event.code >= 4400 && event.code <= 4499) {
-    // A refusal: never reconnect. The server normally sent an `error` first; don't repeat it.
+  if (event.refused || (event.code >= 4400 && event.code <= 4499)) {
+    // A refusal: never reconnect. The server normally sent an `error` first (over WebRTC,
+    // the refused offer's body); don't repeat it.
     const code = CLOSE_CODE_ERROR[event.code];
-    if (!code || current.lastErrorCode !== code) {
+    const shown = current.lastErrorCode !== '' && (event.refused || current.lastErrorCode === code);
+    if (!shown) {
       addError(
         code || `closed_${event.code}`,
         code ? '' : `The server refused the connection (code ${event.code}${event.reason ? `: ${event.reason}` : ''}).`,
@@ -948,7 +1267,8 @@ function onClose(current, event) {
     return;
   }
   if (!current.opened && !openedThisCall && state === 'connecting') {
-    addError('connect_failed'); // never got through at all: report rather than retry blindly
+    // Never got through at all: report rather than retry blindly.
+    addError(event.error || 'connect_failed');
     failCall('Could not connect');
     return;
   }
@@ -989,7 +1309,7 @@ function reconnectNow() {
   reconnect.timer = clearTimer(reconnect.timer);
   if (state !== 'reconnecting' || conn !== null || !audio) return;
   setState('reconnecting', 'Reconnecting…');
-  openSocket();
+  openConnection();
 }
 
 // --- end, cancel, teardown ------------------------------------------------------------------
@@ -1000,6 +1320,7 @@ function endCall() {
   sendJson({ type: 'end' });
   stopMic();
   stopPlayback();
+  conn?.muteReply();
   setState('live', 'Ending…');
   // Normally session_ended arrives at once; don't wait forever if it doesn't.
   endTimer = setTimeout(() => {
@@ -1033,12 +1354,14 @@ function teardown() {
   if (tickTimer) clearInterval(tickTimer);
   tickTimer = 0;
   if (conn) {
-    const { socket } = conn;
+    const current = conn;
     conn = null; // its close event is ignored from now on
-    if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
-      socket.close(1000);
-    }
+    if (current.kind === 'webrtc') keepRtcTotals(current);
+    // Hang up unless the server ended the session (then the WebRTC peer is gone already).
+    current.close({ hangUp: !sessionEnded });
   }
+  if (stats.connectionState) stats.connectionState = 'closed';
+  lastLevelAt = 0;
   userEnding = false;
   pendingReconnectNote = false;
   if (audio) {
@@ -1063,7 +1386,7 @@ function onTextSubmit(event) {
   event.preventDefault();
   const text = ui.textInput.value.trim();
   if (!text) return;
-  if (state !== 'live' || userEnding || !socketOpen()) {
+  if (state !== 'live' || userEnding || !connOpen()) {
     addError('not_connected');
     return;
   }
@@ -1091,6 +1414,13 @@ function init() {
   // Manual turns: the caller says when they are done; the model answers then.
   ui.turn?.addEventListener('click', () => sendJson({ type: 'end_turn' }));
   ui.textForm.addEventListener('submit', onTextSubmit);
+  initTransportChoice();
+  // Leaving the page: a WebRTC call hangs up at once (a socket closes by itself).
+  window.addEventListener('pagehide', () => {
+    if (conn?.kind !== 'webrtc') return;
+    teardown();
+    setState('idle'); // what the page shows if the browser brings it back
+  });
   ui.errors.addEventListener('click', (event) => {
     const button = event.target.closest('.rv-dismiss');
     if (button) button.closest('li')?.remove();
