@@ -29,6 +29,12 @@ Two modes:
 
 Peers live in the ASGI server's event loop, so this needs the ASGI server (daphne, uvicorn);
 a peer id is a 128-bit random capability known only to the caller that made the offer.
+
+When the server stops, :func:`close_gateways` ends every live call (``server_shutdown``,
+recorded) and closes its peer connection: aiortc's decoder threads are not daemons, so an
+open peer would keep the process from exiting. Under uvicorn the ASGI lifespan's shutdown
+calls it (``roomvoice.asgi``); daphne has no lifespan, so the first call under Twisted's
+reactor adds a "before shutdown" trigger that calls it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import cache
@@ -89,6 +96,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 80 * 1024
 MAX_CANDIDATES = 64
 SUBSCRIBE_TIMEOUT_S = 10.0
+SHUTDOWN_TIMEOUT_S = 5.0  # the most a server's shutdown waits for its calls to end
 HTTP_STATUS = {
     CLOSE_UNAUTHENTICATED: 401,
     CLOSE_FORBIDDEN: 403,
@@ -101,7 +109,11 @@ Auth = Callable[[Any], Awaitable[dict[str, Any] | None]]
 _gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WebRTCGateway] = (
     weakref.WeakKeyDictionary()
 )
+#: The gateways of the transports mounted with ``mount_webrtc(transport=...)``.
+_mounted_gateways: weakref.WeakSet[WebRTCGateway] = weakref.WeakSet()
 _background: set[asyncio.Task[Any]] = set()
+#: The event loops whose Twisted reactor closes the gateways before it stops (daphne's).
+_reactor_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def gateway() -> WebRTCGateway:
@@ -117,7 +129,61 @@ def gateway() -> WebRTCGateway:
             media_timeout_s=settings.ROOMVOICE_WEBRTC_MEDIA_TIMEOUT_S,
         )
         _gateways[loop] = found
+        _close_at_reactor_shutdown()
     return found
+
+
+async def close_gateways(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """The server is stopping: close this event loop's gateways, so that every live call's
+    session ends as ``server_shutdown`` (recorded) and its peer connection closes, then let
+    the calls' hosts finish. At most ``timeout_s``; never raises."""
+    loop = asyncio.get_running_loop()
+    candidates = [_gateways.get(loop), *_mounted_gateways]
+    live = [found for found in dict.fromkeys(candidates) if found is not None and found.peers]
+    if live:
+        logger.info(
+            "the server is shutting down: ending %d WebRTC call(s)",
+            sum(len(found.peers) for found in live),
+        )
+    try:
+        async with asyncio.timeout(timeout_s):
+            results = await asyncio.gather(
+                *(found.close() for found in live), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Exception):
+                    logger.error("closing a WebRTC gateway failed", exc_info=result)
+            # The hosts' own cleanup: the room's control listener, the channel layer.
+            hosts = [task for task in _background if task.get_loop() is loop]
+            await asyncio.gather(*hosts, return_exceptions=True)
+    except TimeoutError:
+        logger.warning("WebRTC calls still ending after %g s: shutting down anyway", timeout_s)
+
+
+def _close_at_reactor_shutdown() -> None:
+    """Under daphne (Twisted's asyncio reactor running this loop; no ASGI lifespan): close
+    the gateways before the reactor stops, which waits for the Deferred. Added once."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor as installed
+    from twisted.internet.defer import Deferred
+
+    # Typed as zope interfaces, whose method signatures mypy misreads.
+    reactor: Any = installed
+    loop = asyncio.get_running_loop()
+    if not reactor.running or getattr(reactor, "_asyncioEventloop", None) is not loop:
+        return  # imported (daphne's app installs it) but not what runs this loop
+    if loop in _reactor_loops:
+        return
+    _reactor_loops.add(loop)
+
+    def before_shutdown() -> Deferred[None]:
+        task = loop.create_task(
+            close_gateways(), name="webrtc-shutdown", context=contextvars.Context()
+        )
+        return Deferred.fromFuture(task)
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 def ice_servers_for_clients() -> list[dict[str, Any]]:
@@ -239,6 +305,8 @@ def mount_webrtc(
         )
     if not path_prefix.endswith("/"):
         path_prefix += "/"
+    if transport is not None:
+        _mounted_gateways.add(transport.gateway)
 
     @csrf_exempt
     async def offer(request: HttpRequest, **kwargs: Any) -> HttpResponse:
@@ -312,6 +380,7 @@ async def _custom_offer(
     if callback is None:
         raise Refusal(CLOSE_UNAVAILABLE, "unavailable", "no on_client_connected handler is set")
     peer = await transport.gateway.answer(body.get("sdp"), metadata={**kwargs, **granted})
+    _close_at_reactor_shutdown()
 
     async def connected() -> None:
         result = callback(peer)

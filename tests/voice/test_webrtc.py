@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -147,22 +148,18 @@ async def test_barge_in_clears_the_reply_and_truncates_at_what_was_sent(
     await provider.simulate_speech_start(session)  # the caller talks over it
     await caller.until(lambda: caller.message("clear_audio"), what="clear_audio")
     await provider.wait_until(lambda: provider.truncations)
-    cleared_at = asyncio.get_running_loop().time()
+    cleared_at = time.monotonic()
     _, played_ms = provider.truncations[-1]
     # What went out before the barge-in: more than the 40 frames heard, far less than 5 s.
     assert 700 <= played_ms <= 3000
 
     # A little later, the caller hears silence: the 5 s reply was dropped on the server.
-    await asyncio.sleep(0.5)
-    after = caller.heard_pcm(since=_monotonic_from_loop(cleared_at) + 0.3)
-    assert after.size > 0
-    assert rms(after) < 200
+    since = cleared_at + 0.3
+    await caller.until(
+        lambda: caller.heard_pcm(since=since).size >= 9600, what="200 ms after the barge-in"
+    )
+    assert rms(caller.heard_pcm(since=since)) < 200
     await _hang_up(caller, session.id)
-
-
-def _monotonic_from_loop(loop_time: float) -> float:
-    # The default event loop's clock is time.monotonic().
-    return loop_time
 
 
 async def test_typed_text_and_interrupt_go_over_the_data_channel(
@@ -383,18 +380,12 @@ async def test_a_peer_that_never_connects_is_dropped(
     body = await caller.offer_body()  # offered, then never applies the answer: no ICE
     response = await client.post(offer_path, data=json.dumps(body), content_type="x")
     assert response.status_code == 201
-    await built_providers_ready(built_providers)
-    provider = built_providers[0]
-    await provider.wait_until(lambda: provider.sessions)
-    (session_id,) = provider.sessions
-    ended = await _ended_row(session_id)
+    (peer,) = gateway().peers
+    # Lost at the connect timeout: the session (started meanwhile) ends, recorded.
+    await asyncio.wait_for(peer.wait_closed(), 10)
+    (session_id,) = built_providers[0].sessions
+    ended = await _row(session_id)
     assert ended.end_reason == "timeout"
     assert "not established" in ended.end_detail
     assert gateway().peers == []
     await caller.close()
-
-
-async def built_providers_ready(built: list[MockRealtimeProvider]) -> None:
-    async with asyncio.timeout(10):
-        while not built:  # noqa: ASYNC110 -- the provider is built by the host task
-            await asyncio.sleep(0.02)

@@ -19,10 +19,10 @@ exactly one 20 ms frame to ``send_frame`` every 20 ms of wall-clock time:
   wire (the caller hears it one jitter buffer later), so the engine truncates the model's
   memory of an interrupted reply to what was really sent, not to wall-clock guesses.
 
-The clock is ``loop.time()``-based with absolute deadlines: a late tick does not shift the
-ones after it. If the loop stalls for more than ``MAX_CATCH_UP_FRAMES`` frames, the clock
-resynchronises instead of sending a burst (the RTP timestamp still advances by the gap, so
-the far end's jitter buffer sees a clean jump).
+The clock (:class:`FrameClock`, shared with the WebRTC track) is ``loop.time()``-based with
+absolute deadlines: a late tick does not shift the ones after it. If the loop stalls for more
+than ``MAX_CATCH_UP_FRAMES`` frames, the clock resynchronises instead of sending a burst (the
+RTP timestamp still advances by the gap, so the far end's jitter buffer sees a clean jump).
 """
 
 from __future__ import annotations
@@ -36,11 +36,36 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
 MAX_CATCH_UP_FRAMES = 5  # a stall longer than 100 ms is skipped, not replayed as a burst
 
 #: ``send_frame(pcm, skipped_frames)``: one 20 ms frame; ``skipped_frames`` frames of time
 #: were skipped before it (a stalled loop), for the RTP timestamp.
 SendFrame = Callable[[bytes, int], None]
+
+
+class FrameClock:
+    """Absolute 20 ms deadlines on the loop's clock, from ``start`` (the first frame's): a late
+    frame does not shift the ones after it, and a stall is skipped rather than caught up."""
+
+    def __init__(self, start: float) -> None:
+        self.deadline = start
+
+    def next_deadline(self) -> float:
+        """The next frame's deadline (the one after the current)."""
+        self.deadline += FRAME_S
+        return self.deadline
+
+    def skip_stall(self, now: float) -> int:
+        """At ``now``, more than ``MAX_CATCH_UP_FRAMES`` frames past the deadline (a stalled
+        loop): the whole frames of lost time are skipped (the deadline moves past them) and
+        their count returned. Otherwise 0."""
+        late = now - self.deadline
+        if late <= MAX_CATCH_UP_FRAMES * FRAME_S:
+            return 0
+        skipped = int(late / FRAME_S)
+        self.deadline += skipped * FRAME_S
+        return skipped
 
 
 class OutboundAudioPacer:
@@ -137,14 +162,10 @@ class OutboundAudioPacer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        period = FRAME_MS / 1000
-        deadline = loop.time()
+        clock = FrameClock(loop.time())
         while True:
-            skipped = 0
-            late = loop.time() - deadline
-            if late > MAX_CATCH_UP_FRAMES * period:
-                skipped = int(late / period)
-                deadline += skipped * period
+            skipped = clock.skip_stall(loop.time())
+            if skipped:
                 self.stats["stalls"] += 1
             try:
                 self.tick(skipped)
@@ -152,8 +173,7 @@ class OutboundAudioPacer:
                 # A send that fails (the socket closed under us) must not stop the clock of a
                 # call that is being torn down anyway; logged once per kind.
                 logger.warning("sending an RTP frame failed", exc_info=True)
-            deadline += period
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await asyncio.sleep(max(0.0, clock.next_deadline() - loop.time()))
 
     def tick(self, skipped: int = 0) -> None:
         """One 20 ms frame out (public for tests: drives the pacer without a clock)."""

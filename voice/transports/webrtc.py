@@ -63,7 +63,7 @@ from av import AudioFrame, AudioResampler
 
 from voice.protocol import CLOSE_NORMAL
 from voice.transports.base import RealtimeTransport
-from voice.transports.pacer import FRAME_MS, MAX_CATCH_UP_FRAMES, OutboundAudioPacer
+from voice.transports.pacer import FRAME_MS, FrameClock, OutboundAudioPacer
 from voice.transports.websocket import ClientLink
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ WATCH_PERIOD_S = 0.5
 LOST_HANGUP = "client_hangup"
 LOST_TIMEOUT = "timeout"
 LOST_TRANSPORT = "transport_error"
+LOST_SHUTDOWN = "server_shutdown"
 
 PeerCallback = Callable[["WebRTCPeer"], Awaitable[Any] | None]
 
@@ -157,7 +158,7 @@ class PacedAudioTrack(MediaStreamTrack):
         super().__init__()
         self.on_played: Callable[[int], None] | None = None
         self._frame = b""
-        self._deadline: float | None = None
+        self._clock: FrameClock | None = None  # from the first frame
         self._pts = 0
         self.pacer = OutboundAudioPacer(
             sample_rate=SAMPLE_RATE,
@@ -177,21 +178,19 @@ class PacedAudioTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        period = FRAME_MS / 1000
+        now = asyncio.get_running_loop().time()
         skipped = 0
-        if self._deadline is None:
-            self._deadline = loop.time()
+        if self._clock is None:
+            self._clock = FrameClock(now)
         else:
-            self._deadline += period
-            delay = self._deadline - loop.time()
+            delay = self._clock.next_deadline() - now
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif -delay > MAX_CATCH_UP_FRAMES * period:
-                # A stalled loop: skip the lost time rather than send a burst.
-                skipped = int(-delay / period)
-                self._deadline += skipped * period
-                self.pacer.stats["stalls"] += 1
+            else:
+                # Late: a stalled loop's lost time is skipped, not sent as a burst.
+                skipped = self._clock.skip_stall(now)
+                if skipped:
+                    self.pacer.stats["stalls"] += 1
         self.pacer.tick(skipped)
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(self._frame)
@@ -245,6 +244,7 @@ class WebRTCPeer:
         self.connected_once = False
         self.state = "new"
         self.lost: tuple[str, str] | None = None  # (reason, detail) once lost
+        self.disconnected_at: float | None = None  # in the connection's "disconnected" state
         self.closed = False
         #: Called once when the peer is lost (set by the transport that accepted it).
         self.on_lost: Callable[[WebRTCPeer], Awaitable[None]] | None = None
@@ -253,6 +253,7 @@ class WebRTCPeer:
         self._early_audio: deque[bytes] = deque()
         self._early_bytes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reporting: asyncio.Task[Any] | None = None  # reports the loss, then closes
         self._context = contextvars.copy_context()
         self.stats: dict[str, int] = {
             "frames_in": 0,
@@ -268,7 +269,7 @@ class WebRTCPeer:
 
     # --- inbound -----------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
         # In the peer's own context (see WebRTCGateway.answer), also when called from a
         # request (a DELETE hangs up): the task outlives it.
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
@@ -276,6 +277,7 @@ class WebRTCPeer:
         )
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -306,7 +308,8 @@ class WebRTCPeer:
             for out in frames:
                 self.last_audio = time.monotonic()
                 self.stats["frames_in"] += 1
-                self._audio(bytes(out.planes[0])[: out.samples * 2])
+                # The plane may be padded past the samples: one copy, of the samples only.
+                self._audio(bytes(memoryview(out.planes[0])[: out.samples * 2]))
 
     def _audio(self, pcm: bytes) -> None:
         if self.link is not None:
@@ -391,8 +394,6 @@ class WebRTCPeer:
         elif state == "closed":
             self.mark_lost(LOST_HANGUP, "the peer closed the connection")
 
-    disconnected_at: float | None = None
-
     def check(self, now: float, timeouts: _Timeouts) -> None:
         """The gateway's watchdog: lost when it never connects, stays disconnected, or
         sends no audio for too long."""
@@ -422,7 +423,7 @@ class WebRTCPeer:
             return
         self.lost = (reason, detail)
         logger.info("peer %s lost: %s", self.id, detail)
-        self._spawn(self._report_lost(), "lost")
+        self._reporting = self._spawn(self._report_lost(), "lost")
 
     async def _report_lost(self) -> None:
         try:
@@ -450,6 +451,13 @@ class WebRTCPeer:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.gone.set()
+
+    async def wait_closed(self) -> None:
+        """Until the peer is closed and, if it was lost, its loss reported (the session's
+        end recorded)."""
+        await self.gone.wait()
+        if self._reporting is not None:
+            await asyncio.gather(self._reporting, return_exceptions=True)
 
     def describe(self) -> dict[str, Any]:
         return {**self.stats, "state": self.state, "pacer": self.outbound.pacer.describe()}
@@ -586,10 +594,12 @@ class WebRTCGateway:
             await asyncio.sleep(WATCH_PERIOD_S)
 
     async def close(self) -> None:
-        """Close every peer (their sessions end as the peers are lost)."""
-        for peer in list(self._peers.values()):
-            peer.mark_lost("server_shutdown", "the server is shutting down")
-        await asyncio.gather(*(peer.gone.wait() for peer in list(self._peers.values())))
+        """Close every peer: each is lost (``server_shutdown``), so its session ends (the end
+        recorded) and its connection closes. Returns once all of that is done."""
+        peers = list(self._peers.values())
+        for peer in peers:
+            peer.mark_lost(LOST_SHUTDOWN, "the server is shutting down")
+        await asyncio.gather(*(peer.wait_closed() for peer in peers))
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
