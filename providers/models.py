@@ -19,6 +19,7 @@ class ProviderKind(models.TextChoices):
     XAI = "xai", "xAI Grok Realtime"
     GEMINI = "gemini", "Google Gemini Live"
     ELEVENLABS = "elevenlabs", "ElevenLabs Conversational AI"
+    LOCAL = "local", "Offline (speech on this server, no key)"
     MOCK = "mock", "Mock (testing)"
     ECHO = "echo", "Echo test (no AI)"
 

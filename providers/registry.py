@@ -85,6 +85,14 @@ PROVIDERS: dict[str, ProviderSpec] = {
             needs_credential=False,
         ),
         ProviderSpec(
+            "local",
+            "Offline (speech on this server, no key)",
+            "providers.local:LocalRealtimeProvider",
+            "providers.local.config:LocalProviderConfig",
+            "unused",
+            needs_credential=False,
+        ),
+        ProviderSpec(
             "echo",
             "Echo test (no AI)",
             "providers.echo:EchoRealtimeProvider",

@@ -24,6 +24,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from providers.registry import UnknownProviderError, get_spec
 from rooms.admin_base import ReadOnlyAdmin, TenantScopedAdmin
 from roomvoice.lib.secrets import SecretDecryptionError
 from voice import services
@@ -58,20 +59,34 @@ class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
         return cleaned
 
 
+def provider_summary(agent: Agent) -> str:
+    try:
+        spec = get_spec(agent.provider_kind)
+    except UnknownProviderError:
+        return f"{agent.provider_kind}: not a provider of this build"
+    if not spec.needs_credential:
+        return f"{spec.label}: runs on this server, no key, no network"
+    if agent.credential is None:
+        return f"{spec.label}: NO CREDENTIAL, sessions cannot start"
+    return f"{spec.label}: cloud, key “{agent.credential.name}”"
+
+
 @admin.register(Agent)
 class AgentAdmin(TenantScopedAdmin):
     form = AgentForm
-    list_display = ["name", "slug", "tenant", "provider_kind", "model", "voice", "is_active"]
+    list_display = ["name", "slug", "tenant", "provider", "model", "voice", "is_active"]
     list_filter = ["provider_kind", "is_active", "tenant"]
     list_select_related = ["tenant", "credential"]
     search_fields = ["name", "slug"]
     filter_horizontal = ["tools"]
+    readonly_fields = ["provider"]
     fieldsets = [
         (None, {"fields": ["tenant", "slug", "name", "is_active"]}),
         (
             "Provider",
             {
                 "fields": [
+                    "provider",
                     "provider_kind",
                     "credential",
                     "model",
@@ -95,6 +110,14 @@ class AgentAdmin(TenantScopedAdmin):
         ),
         ("Audio", {"fields": ["input_sample_rate", "output_sample_rate", "transport_sample_rate"]}),
     ]
+
+    @admin.display(description="Provider", ordering="provider_kind")
+    def provider(self, agent: Agent) -> str:
+        """Which provider answers, and where: on this server (no key), or a vendor with
+        which key; an agent that cannot start says so."""
+        if agent._state.adding:
+            return "(shown once saved)"
+        return provider_summary(agent)
 
 
 # --- Tools ----------------------------------------------------------------------------------

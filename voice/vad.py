@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_START_MS",
     "DEFAULT_THRESHOLD_DBFS",
     "EnergyVad",
+    "SpeechCheck",
     "VadEvent",
 ]
 
@@ -59,6 +61,8 @@ _MIN_MEAN_SQUARE: Final = _FULL_SCALE_SQUARED * 10.0 ** (SILENCE_DBFS / 10.0)
 _PCM16: Final = np.dtype("<i2")
 
 VadEventKind = Literal["start", "end"]
+#: A second opinion on a frame loud enough to be speech: its PCM16 bytes → is it speech?
+SpeechCheck = Callable[[bytes], bool]
 
 
 class VadEvent(NamedTuple):
@@ -101,6 +105,10 @@ class EnergyVad:
     - ``silence_ms``: unvoiced time that ends speech, the hangover (default 600 ms).
     - ``frame_ms``: analysis frame (default 20 ms; 10 for finer boundaries).
     - ``floor_window_ms``: how far back the noise floor looks (default 5000 ms).
+    - ``speech_check``: called with each frame (PCM16 bytes) that passes the level test;
+      the frame is voiced only if it returns true. A classifier such as WebRTC's VAD goes
+      here: the level test keeps out what is too quiet, the check what is loud but not
+      speech (music, a tone, a slammed door). Called for loud frames only, in order.
 
     ``threshold_dbfs``, ``margin_db``, ``start_ms`` and ``silence_ms`` may be changed with
     :meth:`tune` between pushes. Chunks need not be whole frames or even whole samples: what
@@ -116,6 +124,7 @@ class EnergyVad:
         "_pending",
         "_silence_frames",
         "_silent_run",
+        "_speech_check",
         "_start_frames",
         "_voiced_run",
         "floor_window_ms",
@@ -142,7 +151,9 @@ class EnergyVad:
         silence_ms: int = DEFAULT_SILENCE_MS,
         frame_ms: int = DEFAULT_FRAME_MS,
         floor_window_ms: int = DEFAULT_FLOOR_WINDOW_MS,
+        speech_check: SpeechCheck | None = None,
     ) -> None:
+        self._speech_check = speech_check
         self.sample_rate = _positive_int("sample_rate", sample_rate)
         self.frame_ms = _positive_int("frame_ms", frame_ms)
         if self.frame_ms > 100:
@@ -263,14 +274,17 @@ class EnergyVad:
         levels = 10.0 * np.log10(np.maximum(mean_square, _MIN_MEAN_SQUARE) / _FULL_SCALE_SQUARED)
         np.clip(levels, SILENCE_DBFS, 0.0, out=levels)
         events: list[VadEvent] = []
-        for level in levels.tolist():
-            event = self._frame(level)
+        check = self._speech_check
+        for index, level in enumerate(levels.tolist()):
+            voiced = level > self.speech_threshold_dbfs
+            if voiced and check is not None:
+                voiced = bool(check(frames[index].tobytes()))
+            event = self._frame(level, voiced)
             if event is not None:
                 events.append(event)
         return events
 
-    def _frame(self, level: float) -> VadEvent | None:
-        voiced = level > self.speech_threshold_dbfs
+    def _frame(self, level: float, voiced: bool) -> VadEvent | None:
         self._update_floor(level)
         self.level_dbfs = level
         start = self._frames * self.frame_samples

@@ -168,3 +168,31 @@ def test_a_credential_keeps_its_endpoint_and_an_edit_changes_it(
     credential.refresh_from_db()
     assert credential.base_url == "wss://other.example.com/v1"
     assert reveal(credential) == SECRET  # the secret is untouched
+
+
+# --- Which provider an agent uses -----------------------------------------------------------
+
+
+def test_the_agent_admin_says_which_provider_answers_and_where(
+    client: Client, world_a: TenantWorld, owner_a: User
+) -> None:
+    from voice import services as voice_services
+
+    offline = voice_services.agent_create(
+        tenant=world_a.tenant, slug="offline", name="Offline", provider_kind="local"
+    )
+    keyless = voice_services.agent_create(
+        tenant=world_a.tenant, slug="keyless", name="Keyless", provider_kind="gemini"
+    )
+    client.force_login(owner_a)
+
+    changelist = client.get(changelist_url("agent")).content.decode()
+    offline_page = client.get(admin_url(offline, "change")).content.decode()
+    keyless_page = client.get(admin_url(keyless, "change")).content.decode()
+    cloud_page = client.get(admin_url(world_a.agent, "change")).content.decode()
+
+    runs_here = "Offline (speech on this server, no key): runs on this server, no key, no network"
+    assert runs_here in changelist and runs_here in offline_page
+    assert "Google Gemini Live: NO CREDENTIAL, sessions cannot start" in keyless_page
+    assert f"OpenAI Realtime: cloud, key “{world_a.credential.name}”" in cloud_page
+    assert "NO CREDENTIAL" in changelist and "cloud, key" in changelist

@@ -41,7 +41,8 @@ def test_get_spec_of_an_unknown_kind_lists_the_known_kinds(kind: str) -> None:
         get_spec(kind)
 
     assert str(caught.value) == (
-        f"unknown provider kind {kind!r}; known kinds: echo, elevenlabs, gemini, mock, openai, xai"
+        f"unknown provider kind {kind!r}; known kinds: "
+        "echo, elevenlabs, gemini, local, mock, openai, xai"
     )
 
 

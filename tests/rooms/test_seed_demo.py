@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from providers.services import credential_create
 from rooms.models import ChannelBinding, Membership, MembershipRole, Room, Tenant, User
 from voice.models import Agent
 
@@ -76,16 +77,53 @@ def test_seed_demo_agent_talks_back_with_no_key_and_its_page_opens(
     client.force_login(User.objects.get(username="admin"))
     page = client.get(f"/rooms/{room.pk}/voice/")
 
-    assert Agent.objects.get(tenant__slug="demo", slug="assistant").provider_kind == "echo"
+    agent = Agent.objects.get(tenant__slug="demo", slug="assistant")
+    assert (agent.provider_kind, agent.credential) == ("local", None)
+    assert "agent    assistant: Offline" in output and "no cloud credential" in output
     assert f"/rooms/{room.pk}/voice/" in output
     assert page.status_code == 200
 
 
 @pytest.mark.django_db
-def test_seed_demo_upgrades_a_mock_demo_agent_to_the_echo_test() -> None:
+@pytest.mark.parametrize("earlier", ["mock", "echo"])
+def test_seed_demo_upgrades_an_earlier_demo_agent_to_offline_speech(earlier: str) -> None:
     _seed()
-    Agent.objects.filter(tenant__slug="demo", slug="assistant").update(provider_kind="mock")
+    Agent.objects.filter(tenant__slug="demo", slug="assistant").update(provider_kind=earlier)
 
     _seed()
+
+    assert Agent.objects.get(tenant__slug="demo", slug="assistant").provider_kind == "local"
+
+
+@pytest.mark.django_db
+def test_seed_demo_uses_the_tenants_cloud_credential_when_there_is_one() -> None:
+    _seed()
+    tenant = Tenant.objects.get(slug="demo")
+    credential = credential_create(
+        tenant=tenant, name="team key", kind="openai", secret="sk-test-0123456789abcdef"
+    )
+
+    output = _seed()
+
+    agent = Agent.objects.get(tenant=tenant, slug="assistant")
+    assert (agent.provider_kind, agent.credential) == ("openai", credential)
+    assert "'team key'" in output
+    # An agent the operator moved to another vendor is theirs: a re-run leaves it alone.
+    Agent.objects.filter(pk=agent.pk).update(provider_kind="gemini", credential=None)
+    _seed()
+    assert Agent.objects.get(pk=agent.pk).provider_kind == "gemini"
+
+
+@pytest.mark.django_db
+def test_without_espeak_or_the_model_the_demo_falls_back_to_the_echo_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        "rooms.management.commands.seed_demo.offline_speech_missing",
+        lambda: "espeak-ng (Debian: apt install espeak-ng)",
+    )
+
+    output = _seed()
 
     assert Agent.objects.get(tenant__slug="demo", slug="assistant").provider_kind == "echo"
+    assert "offline speech unavailable: espeak-ng" in output

@@ -8,6 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from providers.local.checks import offline_speech_missing
+from providers.models import ProviderCredential
+from providers.registry import PROVIDERS
 from rooms import services as room_services
 from rooms.models import MembershipRole, Room, Tenant, User
 from roomvoice.lib.secrets import new_token
@@ -17,8 +20,10 @@ from voice.models import Agent
 DEMO_TENANT = "demo"
 DEMO_ROOM = "room-1"
 DEMO_AGENT = "assistant"
+#: Kinds seed_demo chose in earlier versions: re-running it upgrades them.
+SEEDED_KINDS = frozenset({"mock", "echo", "local"})
 DEMO_PROMPT = (
-    "You are roomvoice's demo assistant. Be friendly and brief: answer in one or two "
+    "You are Robin, roomvoice's demo assistant. Be friendly and brief: answer in one or two "
     "sentences, and ask a short follow-up question when it helps."
 )
 
@@ -39,18 +44,20 @@ class Command(BaseCommand):
             user, password = self._superuser()
             room_services.membership_set(tenant=tenant, user=user, role=MembershipRole.OWNER)
             agent = Agent.objects.filter(tenant=tenant, slug=DEMO_AGENT).first()
+            kind, credential, why = self._demo_provider(tenant)
             if agent is None:
-                # The echo test needs no key and no network: the voice page works at once.
                 agent = voice_services.agent_create(
                     tenant=tenant,
                     slug=DEMO_AGENT,
                     name="Demo assistant",
-                    provider_kind="echo",
+                    provider_kind=kind,
+                    credential=credential,
                     system_prompt=DEMO_PROMPT,
                 )
-            elif agent.provider_kind == "mock":  # demos seeded before the echo provider
+            elif agent.provider_kind in SEEDED_KINDS and agent.provider_kind != kind:
+                # Demos seeded before there was better: mock, then echo, then offline speech.
                 agent = voice_services.agent_update(
-                    tenant=tenant, agent=agent, provider_kind="echo"
+                    tenant=tenant, agent=agent, provider_kind=kind, credential=credential
                 )
             room = Room.objects.filter(tenant=tenant, key=DEMO_ROOM).first()
             if room is None:
@@ -60,6 +67,7 @@ class Command(BaseCommand):
             room_services.binding_attach(tenant=tenant, room=room, channel_id="voice")
         self.stdout.write(f"tenant   {tenant.slug}")
         self.stdout.write(f"room     {room.key} (default agent: {agent.slug})")
+        self.stdout.write(f"agent    {agent.slug}: {agent.get_provider_kind_display()} ({why})")
         self.stdout.write(f"voice    /rooms/{room.pk}/voice/   (log in as the superuser)")
         self.stdout.write(f"live     /rooms/{room.pk}/live/")
         self.stdout.write(f"group    {group.name} (admin permissions for tenant staff)")
@@ -74,6 +82,25 @@ class Command(BaseCommand):
                     f"superuser {user.username} password {password}  (shown once; keep it)"
                 )
             )
+
+    @staticmethod
+    def _demo_provider(tenant: Tenant) -> tuple[str, ProviderCredential | None, str]:
+        """(kind, credential, why): the tenant's first cloud credential if it has one, else
+        the offline provider, else (espeak-ng or the speech model missing) the echo test."""
+        credential = (
+            ProviderCredential.objects.filter(tenant=tenant)
+            .exclude(
+                kind__in=[kind for kind, spec in PROVIDERS.items() if not spec.needs_credential]
+            )
+            .order_by("created_at")
+            .first()
+        )
+        if credential is not None:
+            return credential.kind, credential, f"the tenant's credential {credential.name!r}"
+        missing = offline_speech_missing()
+        if missing:
+            return "echo", None, f"offline speech unavailable: {missing}"
+        return "local", None, "no cloud credential: speech is recognised and synthesised here"
 
     def _superuser(self) -> tuple[User, str | None]:
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin").strip() or "admin"
