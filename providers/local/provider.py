@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import uuid
@@ -124,7 +125,7 @@ class _LocalSession:
     turn: int = 0  # speech starts so far: a turn answers only if it is still the latest
     reply: _ReplyRun | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    pending_tools: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    pending_tools: dict[str, tuple[str, dict[str, Any], int]] = field(default_factory=dict)
     last_turn: asyncio.Task[None] | None = None  # turns report in the order they were heard
     closed: bool = False
     utterances: int = 0
@@ -165,6 +166,14 @@ def _quietest_cut(state: _LocalSession) -> int:
     energy = np.square(samples).reshape(-1, window).sum(axis=1)
     quietest = int(np.argmin(energy))
     return state.pushed - tail + quietest * window + window // 2
+
+
+def _is_error(result: str) -> bool:
+    try:
+        value = json.loads(result)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "error" in value
 
 
 def _assistant_name(settings: LocalProviderConfig, system_prompt: str | None) -> str:
@@ -507,7 +516,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
             return
         assert isinstance(decision, CallTool)
         call_id = f"local_{uuid.uuid4().hex[:16]}"
-        state.pending_tools[call_id] = (decision.name, dict(decision.arguments))
+        state.pending_tools[call_id] = (decision.name, dict(decision.arguments), state.turn)
         state.tool_calls += 1
         await self._fire("tool_call", state.session, call_id, decision.name, decision.arguments)
 
@@ -545,7 +554,8 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
             state.last_truncated_ms = played_ms
 
     async def submit_tool_result(self, session: LiveSession, call_id: str, result: str) -> None:
-        """Put the result into words and say it."""
+        """Put the result into words and say it, unless the caller is speaking, or has spoken
+        since the call and the result is an error (a call cancelled by their barge-in)."""
         state = self._live(session)
         if state is None:
             raise ProviderError(
@@ -556,7 +566,10 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
             raise ProviderError(
                 "unknown_call", f"no tool call {call_id!r} is waiting for a result", fatal=False
             )
-        name, arguments = call
+        name, arguments, turn = call
+        if state.speaking or (turn != state.turn and _is_error(result)):
+            logger.debug("offline: the result of %s is not said: the caller moved on", name)
+            return
         self._start_reply(state, state.brain.after_tool(name, arguments, result).text)
 
     # --- replies ------------------------------------------------------------------------------

@@ -219,13 +219,21 @@ async def test_speech_during_a_reply_barges_in(provider: LocalRealtimeProvider) 
 
 
 @pytest.mark.asyncio
-async def test_silence_clicks_and_a_steady_tone_are_not_speech(
+async def test_silence_clicks_tones_chords_and_noise_are_not_speech(
     provider: LocalRealtimeProvider,
 ) -> None:
     recorder = Recorder(provider)
     session = await connect(provider)
     click = tone(20, dbfs=-6.0)
-    await feed(provider, session, silence(500) + click + silence(800) + tone(1500) + silence(800))
+    hiss = np.random.default_rng(7).normal(0.0, 0.03 * 32768, IN_RATE * 3 // 2)
+    noise = np.clip(hiss, -32768, 32767).astype("<i2").tobytes()  # white, about -30 dBFS
+    chord = (
+        np.frombuffer(tone(1500, 262.0, -20.0), "<i2") // 2
+        + np.frombuffer(tone(1500, 392.0, -20.0), "<i2") // 2
+    )
+    sounds = [click, tone(1500), tone(1500, 440.0), noise, chord.astype("<i2").tobytes()]
+    await feed(provider, session, b"".join(silence(500) + sound for sound in sounds))
+    await feed(provider, session, silence(800))
     assert recorder.names() == []
     assert provider.stats(session).utterances == 0
 
@@ -419,3 +427,20 @@ async def test_disconnect_mid_reply_ends_it_once_and_is_idempotent(
     assert names.count("response_start") == names.count("response_end") == 1
     with pytest.raises(KeyError):
         provider.stats(session)
+
+
+@pytest.mark.asyncio
+async def test_a_result_the_caller_interrupted_is_not_said(provider: LocalRealtimeProvider) -> None:
+    """The engine answers a call cancelled by a barge-in with an error: said after the
+    caller moved on, it would talk over the new turn."""
+    recorder = Recorder(provider)
+    session = await connect(provider, tools=[WEATHER_TOOL])
+    await provider.inject_text(session, "What is the weather in Oslo?")
+    [(call_id, _, arguments)] = recorder.events("tool_call")
+    assert arguments == {"city": "Oslo"}
+    await feed(provider, session, spoken("Never mind."))
+    await recorder.wait_for(lambda: "response_end" in recorder.names())  # "never mind" answered
+    cancelled = json.dumps({"error": "Tool 'get_weather' was cancelled: the caller interrupted"})
+    await provider.submit_tool_result(session, call_id, cancelled)
+    assert recorder.names().count("response_start") == 1
+    assert not any("failed" in text for text in recorder.transcripts("assistant"))
