@@ -1226,7 +1226,9 @@ class Brain:
             answer = self._answer(pending, utterance)
             if answer is not None:
                 return answer
-        return self._say(f'I heard: "{_shorten(text, _MAX_ECHO_CHARS)}".')
+        heard = _shorten(text, _MAX_ECHO_CHARS)
+        end = "" if heard[-1:] in (".", "!", "?", "…") else "."
+        return self._say(f'I heard: "{heard}{end}"')
 
     def after_tool(self, name: str, arguments: Mapping[str, Any], result: str) -> Say:
         """A short sentence saying a tool's ``result`` (JSON or text); never raises."""

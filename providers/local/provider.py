@@ -69,10 +69,10 @@ __all__ = ["CHUNK_MS", "STREAM_SPEEDUP", "LocalRealtimeProvider", "LocalStats"]
 CHUNK_MS: Final = 40
 STREAM_SPEEDUP: Final = 3.0
 #: Audio kept while silent beyond start_ms, so a start can reach back to its onset.
-_PREROLL_MS: Final = 200
+_PREROLL_MS: Final = 300
 #: The utterance given to the recogniser: from this long before the VAD's onset to this
 #: long after its end.
-_ONSET_MARGIN_MS: Final = 100
+_ONSET_MARGIN_MS: Final = 250
 _TAIL_MS: Final = 300
 #: What a tool progress instruction (the engine's, role "system") asks to say.
 _QUOTED = re.compile(r'"([^"]{1,300})"')
@@ -176,7 +176,7 @@ def _is_error(result: str) -> bool:
     return isinstance(value, dict) and "error" in value
 
 
-def _assistant_name(settings: LocalProviderConfig, system_prompt: str | None) -> str:
+def _assistant_name(system_prompt: str | None) -> str:
     found = _NAMED.search(system_prompt or "")
     return found.group(1) if found else "your assistant"
 
@@ -187,6 +187,8 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
     name = "local"
 
     def __init__(self, model: str | None = None, *, recognizer: Recognizer | None = None) -> None:
+        """``model`` is accepted for the registry's sake and ignored: the recogniser is the
+        process's (``ROOMVOICE_LOCAL_ASR_MODEL``), or ``recognizer`` when given."""
         super().__init__()
         self._recognizer = recognizer
         self._sessions: dict[str, _LocalSession] = {}
@@ -234,7 +236,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         except RecognizerUnavailable as exc:
             raise ProviderError("asr_unavailable", str(exc), fatal=True) from None
         brain = Brain(
-            agent_name=_assistant_name(settings, system_prompt),
+            agent_name=_assistant_name(system_prompt),
             rules=compile_rules([rule.model_dump() for rule in settings.rules]),
             tools=list(tools or ()),
             builtin_rules=settings.builtin_rules,
@@ -340,7 +342,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         if tools is not None:
             state.brain.set_tools(list(tools))
         if system_prompt is not None:
-            state.brain.agent_name = _assistant_name(state.settings, system_prompt)
+            state.brain.agent_name = _assistant_name(system_prompt)
 
     async def disconnect(self, session: LiveSession) -> None:
         """Cancel and await this session's tasks, then forget it; idempotent."""

@@ -178,13 +178,13 @@ def test_repeat_says_the_last_thing_again() -> None:
     assert said(ava.respond("Sorry, what did you say?")) == "It is 3:42 PM."
     assert said(ava.respond("Could you repeat?")) == "It is 3:42 PM."
     assert said(ava.respond("Please repeat after me: the green garden.")) == (
-        'I heard: "Please repeat after me: the green garden.".'
+        'I heard: "Please repeat after me: the green garden."'
     )
 
 
 def test_builtin_rules_can_be_turned_off() -> None:
     ava = brain(builtin_rules=False)
-    assert said(ava.respond("What time is it?")) == 'I heard: "What time is it?".'
+    assert said(ava.respond("What time is it?")) == 'I heard: "What time is it?"'
     assert ava.greeting() == "Hello, I'm Ava. You can ask me the time, or for a joke."
 
 
@@ -197,7 +197,7 @@ def test_the_default_agent_name() -> None:
 
 def test_fallback_says_what_it_heard_as_heard() -> None:
     assert said(brain(tools=TOOLS).respond("  Tell me about   the Eiffel Tower. ")) == (
-        'I heard: "Tell me about the Eiffel Tower.".'
+        'I heard: "Tell me about the Eiffel Tower."'
     )
 
 
@@ -209,7 +209,7 @@ def test_nothing_heard_asks_again(heard: str) -> None:
 def test_a_long_utterance_is_echoed_shortened() -> None:
     reply = said(brain().respond("blah " * 100))
     assert reply.startswith('I heard: "blah blah')
-    assert reply.endswith('…".')
+    assert reply.endswith('…"')
     assert len(reply) < 230
 
 
@@ -448,16 +448,16 @@ def test_a_question_can_be_cancelled_and_is_forgotten_after_another_topic() -> N
     ava = brain(tools=TOOLS)
     ava.respond("What's the weather?")
     assert said(ava.respond("Never mind.")) == "Okay, never mind."
-    assert said(ava.respond("Paris")) == 'I heard: "Paris".'
+    assert said(ava.respond("Paris")) == 'I heard: "Paris."'
     ava.respond("What's the weather?")
     assert said(ava.respond("What time is it?")) == "It is 3:42 PM."
-    assert said(ava.respond("Paris")) == 'I heard: "Paris".'
+    assert said(ava.respond("Paris")) == 'I heard: "Paris."'
 
 
 def test_a_new_request_is_not_taken_for_an_answer() -> None:
     ava = brain(tools=TOOLS)
     ava.respond("What's the weather?")
-    assert said(ava.respond("Check the garden")) == 'I heard: "Check the garden".'
+    assert said(ava.respond("Check the garden")) == 'I heard: "Check the garden."'
 
 
 def test_several_tools_named_the_most_specific_wins() -> None:
