@@ -261,7 +261,10 @@ async def test_a_long_turn_is_transcribed_in_pieces_and_answered_once(
 ) -> None:
     recorder = Recorder(provider)
     session = await connect(provider, config={"max_utterance_s": 4.0})
-    words = "Seven green frogs jumped over the bridge, then they swam down the river, and then they all went home"
+    words = (
+        "Seven green frogs jumped over the bridge, then they swam down the river, "
+        "and then they all went home"
+    )
     await feed(provider, session, spoken(words, wpm=130))
     await recorder.wait_for(lambda: "response_end" in recorder.names())
     pieces = recorder.transcripts("user")
