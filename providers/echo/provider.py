@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from providers.base import ProviderError, RealtimeVoiceProvider
 from providers.config import validate_config
 from providers.echo.config import EchoProviderConfig
+from providers.inprocess import InProcessProvider, InProcessSession, ReplyRun
 from voice.audio import StreamResampler
 from voice.vad import EnergyVad, VadEvent
 
@@ -81,14 +81,7 @@ class _Reply:
 
 
 @dataclass(eq=False)
-class _ReplyRun:
-    task: asyncio.Task[None] | None = None
-    ending: bool = False  # in its response_end: let it finish rather than cut the callback
-
-
-@dataclass(eq=False)
-class _EchoSession:
-    session: LiveSession
+class _EchoSession(InProcessSession):
     settings: EchoProviderConfig
     config: dict[str, Any]  # as the operator set it (reconfigure merges into it)
     input_rate: int
@@ -103,9 +96,6 @@ class _EchoSession:
     carry: bytes = b""
     utterance_origin: int | None = None
     utterance: bytearray = field(default_factory=bytearray)
-    reply: _ReplyRun | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    closed: bool = False
     echoed_samples: int = 0  # at output_rate
     utterances: int = 0
     dropped_samples: int = 0  # at input_rate
@@ -139,7 +129,7 @@ def _partials(text: str) -> list[str]:
     return [" ".join(words[:count]) for count in range(1, len(words))]
 
 
-class EchoRealtimeProvider(RealtimeVoiceProvider):
+class EchoRealtimeProvider(InProcessProvider[_EchoSession]):
     """Echo test (no AI): see the module docstring."""
 
     name = "echo"
@@ -147,7 +137,6 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
     def __init__(self, model: str | None = None) -> None:
         super().__init__()
         self.model = model or "echo"
-        self._sessions: dict[str, _EchoSession] = {}
 
     @property
     def model_name(self) -> str:
@@ -170,10 +159,7 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
     ) -> None:
         """Validate and set up; no network. Raises ProviderConfigError (a ValueError) for a
         bad ``provider_config``, ValueError for bad rates or ``server_vad=False``."""
-        if session.id in self._sessions:
-            raise ProviderError(
-                "already_connected", f"session {session.id} is already connected", fatal=False
-            )
+        self._check_new(session)
         if not server_vad:
             raise ValueError("the echo provider detects turns itself: server_vad must be true")
         config = dict(provider_config or {})
@@ -214,11 +200,7 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
     ) -> None:
         """Apply ``provider_config`` changes (merged into the current config) from the next
         frame; prompt, voice, tools and temperature mean nothing here and are accepted."""
-        state = self._live(session)
-        if state is None:
-            raise ProviderError(
-                "not_connected", f"session {session.id} is not connected", fatal=False
-            )
+        state = self._require(session)
         if provider_config is None:
             return
         config = {**state.config, **provider_config}
@@ -230,33 +212,11 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
             silence_ms=settings.silence_ms,
         )
 
-    async def disconnect(self, session: LiveSession) -> None:
-        """Cancel and await this session's tasks, then forget it; idempotent."""
-        state = self._sessions.pop(session.id, None)
-        if state is None:
-            return
-        state.closed = True
-        tasks = list(state.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        logger.info(
-            "echo session %s disconnected: %s", session.provider_session_id, self._stats(state)
-        )
-
-    async def close(self) -> None:
-        for state in list(self._sessions.values()):
-            await self.disconnect(state.session)
-
     def stats(self, session: LiveSession) -> EchoStats:
         """Counters of a connected session; KeyError once it is disconnected."""
-        state = self._sessions.get(session.id)
-        if state is None:
-            raise KeyError(f"echo session {session.id} is not connected")
-        return self._stats(state)
+        return self._describe(self._connected(session))
 
-    @staticmethod
-    def _stats(state: _EchoSession) -> EchoStats:
+    def _describe(self, state: _EchoSession) -> EchoStats:
         return EchoStats(
             received_ms=state.received * 1000 // state.input_rate,
             echoed_ms=state.echoed_samples * 1000 // state.output_rate,
@@ -266,10 +226,6 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
             truncations=state.truncations,
             last_truncated_ms=state.last_truncated_ms,
         )
-
-    def _live(self, session: LiveSession) -> _EchoSession | None:
-        state = self._sessions.get(session.id)
-        return None if state is None or state.closed else state
 
     # --- caller audio (the hot path) ----------------------------------------------------------
 
@@ -366,11 +322,7 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
         self, session: LiveSession, text: str, *, role: str = "user", silent: bool = False
     ) -> None:
         """Unless ``silent``, answer "You typed: …" with a short two-tone beep."""
-        state = self._live(session)
-        if state is None:
-            raise ProviderError(
-                "not_connected", f"session {session.id} is not connected", fatal=False
-            )
+        state = self._require(session)
         if silent:
             return
         rate = state.output_rate
@@ -397,26 +349,14 @@ class EchoRealtimeProvider(RealtimeVoiceProvider):
         await self._cancel_reply(state)
         if state.closed:  # disconnected while a callback ran
             return
-        run = _ReplyRun()
-        task = asyncio.create_task(
-            self._run_reply(state, run, reply, delay_s), name=f"echo-reply-{state.session.id}"
+        run = ReplyRun()
+        run.task = self._spawn(
+            state, self._run_reply(state, run, reply, delay_s), f"echo-reply-{state.session.id}"
         )
-        run.task = task
         state.reply = run
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
-
-    async def _cancel_reply(self, state: _EchoSession) -> None:
-        """Cancel the reply in progress and wait until it has ended (``response_end``)."""
-        run, state.reply = state.reply, None
-        if run is None or run.task is None or run.task.done():
-            return
-        if not run.ending:
-            run.task.cancel()
-        await asyncio.wait([run.task])
 
     async def _run_reply(
-        self, state: _EchoSession, run: _ReplyRun, reply: _Reply, delay_s: float
+        self, state: _EchoSession, run: ReplyRun, reply: _Reply, delay_s: float
     ) -> None:
         session = state.session
         started = False

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from providers.base import ProviderError, RealtimeVoiceProvider
+from providers.base import ProviderError
 from providers.config import validate_config
+from providers.inprocess import InProcessProvider, InProcessSession, ReplyRun
 from providers.local.asr import (
     ASR_SAMPLE_RATE,
     Recognizer,
@@ -96,14 +97,7 @@ class LocalStats:
 
 
 @dataclass(eq=False)
-class _ReplyRun:
-    task: asyncio.Task[None] | None = None
-    ending: bool = False  # in its response_end: let it finish rather than cut the callback
-
-
-@dataclass(eq=False)
-class _LocalSession:
-    session: LiveSession
+class _LocalSession(InProcessSession):
     settings: LocalProviderConfig
     config: dict[str, Any]
     input_rate: int
@@ -123,11 +117,8 @@ class _LocalSession:
     speaking: bool = False
     pieces: list[str] = field(default_factory=list)  # text of a long turn's earlier pieces
     turn: int = 0  # speech starts so far: a turn answers only if it is still the latest
-    reply: _ReplyRun | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     pending_tools: dict[str, tuple[str, dict[str, Any], int]] = field(default_factory=dict)
     last_turn: asyncio.Task[None] | None = None  # turns report in the order they were heard
-    closed: bool = False
     utterances: int = 0
     transcribed: int = 0
     replies: int = 0
@@ -181,7 +172,7 @@ def _assistant_name(system_prompt: str | None) -> str:
     return found.group(1) if found else "your assistant"
 
 
-class LocalRealtimeProvider(RealtimeVoiceProvider):
+class LocalRealtimeProvider(InProcessProvider[_LocalSession]):
     """Offline speech-to-speech: see the module docstring."""
 
     name = "local"
@@ -191,7 +182,6 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         process's (``ROOMVOICE_LOCAL_ASR_MODEL``), or ``recognizer`` when given."""
         super().__init__()
         self._recognizer = recognizer
-        self._sessions: dict[str, _LocalSession] = {}
 
     @property
     def recognizer(self) -> Recognizer:
@@ -221,10 +211,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         """Check the config, espeak-ng and the speech model (loaded on first use, ~0.5 s).
         ProviderConfigError for a bad config; ProviderError (fatal) when speech cannot be
         recognised or synthesised here."""
-        if session.id in self._sessions:
-            raise ProviderError(
-                "already_connected", f"session {session.id} is already connected", fatal=False
-            )
+        self._check_new(session)
         if not server_vad:
             raise ValueError("the offline provider detects turns itself: server_vad must be true")
         config = dict(provider_config or {})
@@ -317,11 +304,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         provider_config: dict[str, Any] | None = None,
     ) -> None:
         """Apply changes from the next utterance (a reply in progress finishes as it was)."""
-        state = self._live(session)
-        if state is None:
-            raise ProviderError(
-                "not_connected", f"session {session.id} is not connected", fatal=False
-            )
+        state = self._require(session)
         if provider_config is not None:
             config = {**state.config, **provider_config}
             settings = validate_config(LocalProviderConfig, config)
@@ -344,33 +327,11 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         if system_prompt is not None:
             state.brain.agent_name = _assistant_name(system_prompt)
 
-    async def disconnect(self, session: LiveSession) -> None:
-        """Cancel and await this session's tasks, then forget it; idempotent."""
-        state = self._sessions.pop(session.id, None)
-        if state is None:
-            return
-        state.closed = True
-        tasks = list(state.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        logger.info(
-            "offline session %s disconnected: %s", session.provider_session_id, self._stats(state)
-        )
-
-    async def close(self) -> None:
-        for state in list(self._sessions.values()):
-            await self.disconnect(state.session)
-
     def stats(self, session: LiveSession) -> LocalStats:
         """Counters of a connected session; KeyError once it is disconnected."""
-        state = self._sessions.get(session.id)
-        if state is None:
-            raise KeyError(f"offline session {session.id} is not connected")
-        return self._stats(state)
+        return self._describe(self._connected(session))
 
-    @staticmethod
-    def _stats(state: _LocalSession) -> LocalStats:
+    def _describe(self, state: _LocalSession) -> LocalStats:
         return LocalStats(
             utterances=state.utterances,
             transcribed=state.transcribed,
@@ -381,16 +342,6 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
             last_truncated_ms=state.last_truncated_ms,
             busy_refusals=state.busy_refusals,
         )
-
-    def _live(self, session: LiveSession) -> _LocalSession | None:
-        state = self._sessions.get(session.id)
-        return None if state is None or state.closed else state
-
-    def _spawn(self, state: _LocalSession, coroutine: Any, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
-        return task
 
     # --- caller audio (the hot path) ----------------------------------------------------------
 
@@ -530,11 +481,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         """A user's text is answered like speech (unless ``silent``); a system instruction
         to say a quoted message (a tool's progress message) says it; other context is
         accepted and has no effect (the brain is rules, not a language model)."""
-        state = self._live(session)
-        if state is None:
-            raise ProviderError(
-                "not_connected", f"session {session.id} is not connected", fatal=False
-            )
+        state = self._require(session)
         if silent:
             return
         if role == "user":
@@ -558,11 +505,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
     async def submit_tool_result(self, session: LiveSession, call_id: str, result: str) -> None:
         """Put the result into words and say it, unless the caller is speaking, or has spoken
         since the call and the result is an error (a call cancelled by their barge-in)."""
-        state = self._live(session)
-        if state is None:
-            raise ProviderError(
-                "not_connected", f"session {session.id} is not connected", fatal=False
-            )
+        state = self._require(session)
         call = state.pending_tools.pop(call_id, None)
         if call is None:
             raise ProviderError(
@@ -581,7 +524,7 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         if state.closed:
             return
         previous = state.reply
-        run = _ReplyRun()
+        run = ReplyRun()
         run.task = self._spawn(
             state,
             self._run_reply(state, run, previous, text, delay_s),
@@ -589,24 +532,11 @@ class LocalRealtimeProvider(RealtimeVoiceProvider):
         )
         state.reply = run
 
-    async def _cancel_reply(self, state: _LocalSession) -> None:
-        """Cancel the reply in progress and wait until it has ended (``response_end``)."""
-        run, state.reply = state.reply, None
-        await self._stop(run)
-
-    @staticmethod
-    async def _stop(run: _ReplyRun | None) -> None:
-        if run is None or run.task is None or run.task.done():
-            return
-        if not run.ending:
-            run.task.cancel()
-        await asyncio.wait([run.task])
-
     async def _run_reply(
         self,
         state: _LocalSession,
-        run: _ReplyRun,
-        previous: _ReplyRun | None,
+        run: ReplyRun,
+        previous: ReplyRun | None,
         text: str,
         delay_s: float,
     ) -> None:
