@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import uuid
 import wave
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -180,3 +182,37 @@ def test_the_voice_page_asks_the_offline_agent_and_hears_the_tools_answer(
     ), calls
     assert calls[0].status == "succeeded"
     assert console_log(chrome).severe() == []
+
+
+def test_the_seeded_demo_agent_answers_aloud_with_no_key(
+    daphne_server: DaphneServer,
+    chrome: webdriver.Chrome,
+    speech_wav: SpeechClip,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``scripts/dev.py run`` serves: ``seed_demo``'s room and agent, no credential, so
+    the offline provider. It has no tools: it says what it heard."""
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "demo-admin")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "demo-password-123")
+    call_command("seed_demo", stdout=StringIO())
+    room = Room.objects.get(tenant__slug="demo", key="room-1")
+    assert room.default_agent is not None and room.default_agent.provider_kind == "local"
+    browser_login(chrome, daphne_server, User.objects.get(username="demo-admin"))
+    chrome.get(f"{daphne_server.url}/rooms/{room.pk}/voice/")
+    wait(chrome).until(lambda d: connection_state(d) == "idle")
+
+    chrome.find_element(By.ID, "connect-button").click()
+    wait(chrome).until(lambda d: connection_state(d) in {"live", "error", "ended"})
+    assert connection_state(chrome) == "live", page_errors(chrome)
+
+    question = wait(chrome, ANSWER_TIMEOUT).until(
+        lambda d: weather_question(final_turns(d, "user"))
+    )
+    answer = wait(chrome, ANSWER_TIMEOUT).until(
+        lambda d: next((t for t in final_turns(d, "assistant") if "Paris" in t), None)
+    )
+    assert answer.startswith("I heard:") and question.rstrip(".?!") in answer
+    wait(chrome).until(lambda d: stat(d, "played-ms") >= PLAYED_MIN_MS)
+    assert page_errors(chrome) == []
+    chrome.find_element(By.ID, "end-button").click()
+    wait(chrome).until(lambda d: connection_state(d) == "ended")
