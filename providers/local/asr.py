@@ -9,8 +9,11 @@ directory instead (the operator's choice, loaded as it is). Measured quality and
 this engine: ``docs/research/offline-provider.md``.
 
 One recogniser serves the whole process: one model in memory (~250 MB) and **one worker
-thread**, so utterances are transcribed one at a time (two threads each: on 2 cores RTF is
-about 0.2, so about five callers can talk at once before answers queue). The queue is
+thread**, so utterances are transcribed one at a time, with two threads each. An utterance
+costs ~0.45 s on 2 cores whatever its length (Whisper encodes a 30 s window), so a process
+transcribes about two a second; turns that end together queue (``bench/bench_local.py``:
+8 callers starting together wait up to 2.8 s, 1 caller 0.5 s). The model is warmed up with
+a second of silence when it loads, so the first caller does not pay for that. The queue is
 bounded (``max_pending``); beyond it :meth:`Recognizer.transcribe` raises
 :class:`RecognizerBusy` at once rather than making every caller wait longer.
 """
@@ -137,6 +140,8 @@ class Recognizer:
                 raise RecognizerUnavailable(
                     f"cannot load the speech model from {path}: {exc}"
                 ) from None
+            self._transcribe(bytes(2 * ASR_SAMPLE_RATE), None)  # warm up (~0.1 s, +70 MB)
+            self.transcribed = 0
             if self._model_path is not None:
                 self.name = f"whisper ({path.name})"
             logger.info("speech recogniser loaded: %s", path)
