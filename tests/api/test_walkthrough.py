@@ -37,12 +37,17 @@ def test_the_readme_walk_through(db: None) -> None:
 
     agent = api.post(
         "/api/v1/agents/",
-        {"slug": "echo", "name": "Echo", "provider_kind": "echo"},
+        {
+            "slug": "robin",
+            "name": "Robin",
+            "provider_kind": "local",
+            "system_prompt": "You are Robin.",
+        },
         format="json",
     )
     room = api.post(
         "/api/v1/rooms/",
-        {"key": "support-1", "name": "Support", "default_agent": "echo"},
+        {"key": "support-1", "name": "Support", "default_agent": "robin"},
         format="json",
         HTTP_IDEMPOTENCY_KEY="room-support-1",
     )
@@ -60,7 +65,7 @@ def test_the_readme_walk_through(db: None) -> None:
     assert page.status_code == 200
     # The page is admitted by the token (a refusal would not name the agent) and its
     # WebSocket path carries it.
-    assert b'data-agent-name="Echo"' in page.content
+    assert b'data-agent-name="Robin"' in page.content
     assert urlencode({"token": token.json()["token"]}).encode() in page.content
     assert page["Referrer-Policy"] == "no-referrer"
 

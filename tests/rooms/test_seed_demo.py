@@ -110,8 +110,9 @@ def test_seed_demo_uses_the_tenants_cloud_credential_when_there_is_one() -> None
     assert "'team key'" in output
     # An agent the operator moved to another vendor is theirs: a re-run leaves it alone.
     Agent.objects.filter(pk=agent.pk).update(provider_kind="gemini", credential=None)
-    _seed()
+    again = _seed()
     assert Agent.objects.get(pk=agent.pk).provider_kind == "gemini"
+    assert "Google Gemini Live (chosen by an operator: left as it is)" in again
 
 
 @pytest.mark.django_db

@@ -406,7 +406,7 @@ def test_agent_clean_reports_an_unknown_provider_kind_as_a_validation_error(
         "provider_kind": [
             "Value 'skype' is not a valid choice.",
             "unknown provider kind 'skype'; "
-            "known kinds: echo, elevenlabs, gemini, mock, openai, xai",
+            "known kinds: echo, elevenlabs, gemini, local, mock, openai, xai",
         ]
     }
 

@@ -59,6 +59,8 @@ class Command(BaseCommand):
                 agent = voice_services.agent_update(
                     tenant=tenant, agent=agent, provider_kind=kind, credential=credential
                 )
+            if agent.provider_kind != kind:
+                why = "chosen by an operator: left as it is"
             room = Room.objects.filter(tenant=tenant, key=DEMO_ROOM).first()
             if room is None:
                 room = room_services.room_create(
