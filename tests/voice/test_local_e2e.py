@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from rooms.models import EventKind, RoomEvent, User
@@ -33,6 +34,16 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(120),
 ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """A channel layer of this test's event loop: channels-redis keeps per-loop locks, so a
+    layer an earlier test used from another loop must not be reused (the PG + Redis pass)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
 
 RATE = 16000  # the client's rate, both directions
 FRAME_MS = 20
