@@ -576,16 +576,15 @@ class LocalRealtimeProvider(InProcessProvider[_LocalSession]):
         sent = 0  # samples
         pending = bytearray()
         resampler: StreamResampler | None = None
-        source_rate = 0
         stream = state.espeak.stream(sentence)
         async with contextlib.aclosing(stream):
             async for piece_rate, pcm in stream:
                 if resampler is None and piece_rate != rate:
-                    resampler, source_rate = StreamResampler(piece_rate, rate), piece_rate
+                    resampler = StreamResampler(piece_rate, rate)
                 pending += resampler.process(pcm) if resampler is not None else pcm
                 while len(pending) >= chunk_bytes:
                     sent = await self._send_chunk(state, pending, chunk_bytes, started_at, sent)
-        if resampler is not None and source_rate:
+        if resampler is not None:
             pending += resampler.flush()
         while pending:
             sent = await self._send_chunk(state, pending, chunk_bytes, started_at, sent)
